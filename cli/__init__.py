@@ -1,0 +1,1 @@
+"""ftctl command line (Typer). Parses, prints, calls service/; no business logic here."""
