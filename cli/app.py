@@ -2,8 +2,13 @@
 
 Usage::
 
-    ftctl --help
-    ftctl --version
+    ftctl init                      # build the embedded world's base model, register @champion
+    ftctl stats collect --all       # grow the forgetting matrix (statistics jobs)
+    ftctl forgetting analyze        # how low-rank is it?
+    ftctl release new-task wn_noun_food --method mf
+    ftctl release list
+    ftctl ui                        # the MLflow UI on the workspace store
+    ftctl demo                      # all of the above, end to end
 
 Heavy libraries (torch, lightning, mlflow, transformers) are imported inside the commands that need
 them, never at module import: `ftctl --help` must answer in well under a second.
@@ -12,6 +17,8 @@ them, never at module import: `ftctl --help` must answer in well under a second.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -19,6 +26,11 @@ import typer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+from cli import forgetting as forgetting_cmd
+from cli import misc, release, stats, world
+from cli.common import ROOT_OVERRIDES
 
 app = typer.Typer(
     name="ftctl",
@@ -28,6 +40,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+app.add_typer(world.app, name="world")
+app.add_typer(stats.app, name="stats")
+app.add_typer(forgetting_cmd.app, name="forgetting")
+app.add_typer(forgetting_cmd.replay_app, name="replay")
+app.add_typer(release.app, name="release")
+app.add_typer(misc.runs_app, name="runs")
+app.command("init")(misc.init)
+app.command("demo")(misc.demo)
+app.command("ui")(misc.ui)
 
 
 def _version_callback(value: bool) -> None:
@@ -40,11 +61,19 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    workspace: Annotated[Path | None, typer.Option(envvar="FTCTL_WORKSPACE",
+                                                   help="Workspace directory (default ./.ftctl).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(envvar="FTCTL_TRACKING_URI",
+                                                     help="MLflow tracking URI (default: SQLite in the workspace).")] = None,
 ) -> None:
     """ftctl: continual fine-tuning of language models without silent forgetting."""
+    ROOT_OVERRIDES.clear()
+    if workspace is not None:
+        ROOT_OVERRIDES["workspace"] = workspace
+    if tracking_uri:
+        ROOT_OVERRIDES["tracking_uri"] = tracking_uri
 
 
 def main() -> None:

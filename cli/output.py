@@ -1,0 +1,94 @@
+"""How ftctl talks: human output (rich) on stderr, exactly one JSON document on stdout with
+--json, errors as one sentence with the fix and exit code 1 (2 = usage, from click).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def say(message: str) -> None:
+    """A progress line for humans (stderr, so --json stdout stays parseable)."""
+    console().print(message, markup=False)
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], None] | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+        sys.stdout.flush()
+    elif human is not None:
+        human(data)
+    else:
+        console().print_json(json.dumps(data, default=_default))
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from forgetting.errors import ForgettingError
+    from service.errors import ServiceError
+    from training.errors import TrainingError
+
+    return (ServiceError, TrainingError, ForgettingError, FileNotFoundError)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn the packages' user-facing errors into one line + exit 1 (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except Exception as e:
+            if kwargs.get("debug"):
+                raise
+            known = isinstance(e, _user_errors())
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not known:
+                msg = f"{type(e).__name__}: {msg} (rerun with --debug for the traceback)"
+            console().print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="right" if c not in (columns[0],) else "left")
+    for r in rows:
+        t.add_row(*[_fmt(x) for x in r])
+    console().print(t)
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4f}"
+    return "" if x is None else str(x)

@@ -1,0 +1,101 @@
+"""`ftctl release …`: new releases, the registry's versions, promotion and rollback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import settings
+from cli.output import DebugOpt, JsonOpt, emit, handle_errors, say, table
+
+app = typer.Typer(help="Release new tasks with predicted replay; list, promote and roll back versions.",
+                  no_args_is_help=True)
+
+
+@app.command("new-task")
+@handle_errors
+def new_task(
+    data: Annotated[str, typer.Argument(help="Embedded task name (`ftctl world list`) or a path to task data (JSONL/CSV/parquet/save_to_disk dir).")],
+    name: Annotated[str, typer.Option(help="Run name of the release.")] = "",
+    method: Annotated[str, typer.Option(help="mf, als, knn, knn_pearson, additive, random, oracle or none; default from settings.")] = "",
+    mode: Annotated[str, typer.Option(help="online: one fine-tune, probes after the warm-up; offline: plain fine-tune, probes, then the replay fine-tune.")] = "online",
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters (peft) or full fine-tuning; default from settings.")] = None,
+    steps: Annotated[int, typer.Option(help="Fine-tuning steps before the (1 + r) replay extension; 0 = settings.")] = 0,
+    replay_ratio: Annotated[float | None, typer.Option(help="Replay budget ratio r: int(|task|·r)+1 upstream examples (study: 1/32).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature T of softmax(pred/T) (study: 0.1).")] = None,
+    k: Annotated[int | None, typer.Option(help="Probe examples measured after the warm-up (study: 30).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of probes, replay sampling and training.")] = None,
+    job_id: Annotated[str, typer.Option(help="Idempotency key; rerunning a finished job returns its result.")] = "",
+    promote: Annotated[bool, typer.Option(help="Move @champion to the new version when it passes the gate.")] = True,
+    measure_all: Annotated[bool, typer.Option(help="Measure and log every upstream example, not only held-out + probes.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fine-tune the @champion on a new task with the replay its predicted forgetting calls for."""
+    from service.release import ReleaseRequest, release_new_task
+
+    s = settings(lora=lora, replay_ratio=replay_ratio, temperature=temperature, k=k)
+    req = ReleaseRequest(task=data, method=method, mode=mode, name=name, steps=steps, seed=seed,  # type: ignore[arg-type]
+                         job_id=job_id, promote=promote, measure_all=measure_all)
+    result = release_new_task(s, req, progress=say)
+    emit(result, as_json, _show_release)
+
+
+def _show_release(r: dict[str, Any]) -> None:
+    gate = r["gate"]
+    table(f"release {r['task']} ({r['method']}, {r['mode']})", ["", "value"], [
+        ["version", r.get("version")], ["champion", r.get("champion")],
+        ["task loss before → after", f"{r['task_loss_before']:.4f} → {r['task_loss_after']:.4f}"],
+        ["held-out forgetting (mean ΔNLL)", r.get("heldout_forgetting")],
+        ["replayed upstream examples", r.get("replayed")],
+        ["gate", "passed" if gate["passed"] else "failed: " + "; ".join(gate["reasons"])],
+        ["job", f"{r['job_id']} (run {r['run_id']})" + (" — reused" if r.get("reused") else "")],
+    ])
+    if r.get("note"):
+        say(f"note: {r['note']}")
+
+
+@app.command("list")
+@handle_errors
+def list_versions(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """The model line's versions with their aliases and lineage."""
+    from service.registry import Registry
+    from service.tracking import Tracker
+
+    versions = [v.to_dict() for v in Registry(Tracker(settings())).versions()]
+    emit(versions, as_json, lambda vs: table("versions", ["version", "aliases", "task", "method", "parent", "gate"], [
+        [v["version"], ",".join(v["aliases"]), v["tags"].get("ftctl.task"), v["tags"].get("ftctl.method"),
+         v["tags"].get("ftctl.parent_version"), v["tags"].get("ftctl.gate", "")] for v in vs]))
+
+
+@app.command("show")
+@handle_errors
+def show(version: Annotated[int, typer.Argument(help="Version number.")], as_json: JsonOpt = False,
+         debug: DebugOpt = False) -> None:
+    """One version: aliases, lineage tags, source and the run that produced it."""
+    from service.registry import Registry
+    from service.tracking import Tracker
+
+    emit(Registry(Tracker(settings())).get(version).to_dict(), as_json)
+
+
+@app.command("promote")
+@handle_errors
+def promote(version: Annotated[int, typer.Argument(help="Version to make @champion.")],
+            as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Point @champion at a version (bypasses the gate: the decision is yours)."""
+    from service.lineinit import promote as _promote
+
+    emit(_promote(settings(), version), as_json, lambda r: say(f"@champion → version {r['champion']}"))
+
+
+@app.command("rollback")
+@handle_errors
+def rollback(version: Annotated[int | None, typer.Argument(help="Version to return to; default: the champion's parent.")] = None,
+             as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Move @champion back (to the current champion's parent unless a version is given)."""
+    from service.lineinit import rollback as _rollback
+
+    emit(_rollback(settings(), version), as_json,
+         lambda r: say(f"@champion → version {r['champion']} (was {r['previous_champion']})"))

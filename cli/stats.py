@@ -1,0 +1,47 @@
+"""`ftctl stats collect`: full forgetting rows (statistics jobs) that grow the matrix."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import settings
+from cli.output import DebugOpt, JsonOpt, emit, handle_errors, say, table
+
+app = typer.Typer(help="Statistics jobs: fine-tune without replay, measure every upstream example.",
+                  no_args_is_help=True)
+
+
+@app.command("collect")
+@handle_errors
+def collect(
+    tasks: Annotated[list[str] | None, typer.Argument(help="Embedded task names or task data paths.")] = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Every task of the embedded world.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (one torch thread each); default from settings.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Fine-tuning steps per task; default from settings.")] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Collect one full row of the forgetting matrix per task (finished tasks are reused)."""
+    from service.context import load_world
+    from service.errors import ServiceError
+    from service.stats import collect_stats
+
+    s = settings(steps=steps)
+    refs = list(tasks or [])
+    if all_tasks:
+        refs += [t for t in load_world(s).tasks if t not in refs]
+    if not refs:
+        raise ServiceError("no task given; name tasks (see `ftctl world list`) or pass --all")
+    results = collect_stats(s, refs, progress=say, workers=workers)
+    emit(results, as_json, _show)
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+def _show(results: list[dict[str, Any]]) -> None:
+    table("statistics rows", ["task", "task loss before → after", "mean ΔNLL", "status"], [
+        [r["task"], f"{r['task_loss_before']:.3f} → {r['task_loss_after']:.3f}" if "error" not in r else "",
+         r.get("forgetting_mean"), "reused" if r.get("reused") else ("FAILED: " + r["error"] if "error" in r else "new")]
+        for r in results])

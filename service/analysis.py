@@ -1,0 +1,81 @@
+"""Analyses of the forgetting matrix: low-rank structure (`ftctl forgetting analyze`), the
+leave-tasks-out evaluation of completion methods (`ftctl forgetting evaluate`), and a replay
+recommendation for a task (`ftctl replay recommend`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.context import load_upstream
+from service.errors import ServiceError
+from service.matrixstore import AssembledMatrix, assemble
+from service.settings import Settings
+from service.tracking import TAG, Tracker
+
+STUDY_OLMO7B_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}  # reference study, 85 tasks
+
+
+def _matrix(tracker: Tracker, settings: Settings, min_rows: int) -> AssembledMatrix:
+    upstream = load_upstream(settings)
+    got = assemble(tracker, upstream)
+    if got.matrix.values.shape[0] < min_rows:
+        raise ServiceError(
+            f"the forgetting matrix has {got.matrix.values.shape[0]} rows, this needs at least "
+            f"{min_rows}; collect more with `ftctl stats collect TASK… | --all`")
+    return got
+
+
+def analyze(settings: Settings, *, log: bool = True) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
+    from forgetting.lowrank import analyze_low_rank
+
+    tracker = Tracker(settings)
+    upstream = load_upstream(settings)
+    got = _matrix(tracker, settings, 2)
+    report = analyze_low_rank(got.matrix.values, range(1, 11), seed=settings.seed).to_dict()
+    m = got.matrix
+    z = m.values
+    result = {"rows": z.shape[0], "columns": z.shape[1], "tasks": [r.task for r in m.rows],
+              "report": report, "study_olmo7b_r2": STUDY_OLMO7B_R2,
+              "mean_forgetting": float(np.nanmean(z)), "frac_positive": float(np.nanmean(z > 0))}
+    if log:
+        with tracker.run("analysis", tags={TAG + "kind": "analysis", TAG + "role": "analysis"}) as run:
+            run.log_dict(result, "analysis/lowrank.json")
+            run.log_metrics({f"r2_rank_{k}": v for k, v in report["svd_r2"].items()}
+                            | {"r2_additive": report["additive_r2"]})
+            for name, fig in _figures(m, report, upstream.sources).items():
+                run.log_figure(fig, name)
+                plt.close(fig)
+            result["run_id"] = run.run_id
+    return result
+
+
+def _figures(m: Any, report: dict[str, Any], sources: list[str]) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Rows ordered by task family, columns by upstream source: the blocks are the structure.
+    order_rows = sorted(range(len(m.rows)), key=lambda i: (m.rows[i].extra.get("family", ""), m.rows[i].task))
+    z = m.values[order_rows][:, np.argsort(np.asarray(sources), kind="stable")]
+    heat, ax = plt.subplots(figsize=(9, max(3, 0.18 * z.shape[0] + 1)))
+    lim = float(np.nanquantile(np.abs(z), 0.98)) or 1.0
+    im = ax.imshow(z, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_yticks(range(z.shape[0]), [m.rows[i].task for i in order_rows], fontsize=6)
+    ax.set(xlabel="upstream example", title="forgetting ΔNLL (task × upstream example)")
+    heat.colorbar(im, ax=ax, fraction=0.03)
+    heat.tight_layout()
+    curve, ax2 = plt.subplots(figsize=(5, 3.5))
+    ranks = sorted(int(k) for k in report["svd_r2"])
+    ax2.plot(ranks, [report["svd_r2"][str(r)] for r in ranks], "o-", label="ftctl world")
+    ax2.plot(list(STUDY_OLMO7B_R2), list(STUDY_OLMO7B_R2.values()), "s--", label="study: OLMo-7B")
+    ax2.axhline(report["additive_r2"], color="gray", ls=":", label="additive")
+    ax2.set(xlabel="rank", ylabel="R²", ylim=(0, 1), title="low-rank fit of the forgetting matrix")
+    ax2.legend()
+    curve.tight_layout()
+    return {"figures/heatmap.png": heat, "figures/r2_by_rank.png": curve}

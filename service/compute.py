@@ -1,0 +1,142 @@
+"""The heavy half of a job: fine-tune, then measure — no MLflow, no registry.
+
+These functions take plain, picklable specs and return plain outcomes, so the in-process
+runner can fan them out to worker processes (one torch thread each: measured 15-30 % more
+throughput on 2 cores than one process with two threads) and the Celery workers can call the
+same code. Logging happens in the caller, at the edge.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.settings import Settings
+
+
+@dataclass
+class TrainSpec:
+    """One fine-tune of `model_dir` on a task, then NLL measurement of chosen upstream examples."""
+
+    settings: Settings
+    task_ref: str
+    model_dir: str
+    steps: int
+    measure: np.ndarray  # upstream column indices to measure after training
+    replay_ids: list[str] = field(default_factory=list)  # initial replay schedule (ids)
+    replay_ratio: float = 0.0
+    save_dir: str | None = None  # where to save the trained model (None: do not save)
+    num_threads: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainOutcome:
+    measured: np.ndarray  # column indices
+    nll_after: np.ndarray  # aligned with `measured`
+    test_before: float
+    test_after: float
+    replayed_ids: list[str]
+    history: list[dict[str, float]]
+    probe_after: np.ndarray | None
+    steps: int
+    seconds: float
+    save_dir: str | None = None
+    switched_schedule: list[tuple[str, float]] | None = None
+
+
+def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
+    from training.config import FinetuneConfig, LoraSettings
+
+    return FinetuneConfig(
+        lr=settings.lr, steps=steps, batch_size=settings.batch_size,
+        warmup_steps=min(10, steps), schedule="linear", betas=(0.9, 0.95), clip=1.0,
+        seed=seed, num_threads=num_threads, max_length=int(settings.extra.get("max_length", 256)),
+        lora=LoraSettings() if settings.lora else None,
+    )
+
+
+def replay_steps(steps: int, ratio: float) -> int:
+    """Training length with replay: the study extends max_steps by (1 + r)."""
+    return round(steps * (1 + ratio)) if ratio > 0 else steps
+
+
+def train_and_measure(
+    spec: TrainSpec,
+    *,
+    probe: Any = None,  # training.finetune.ProbeSpec (in-process only: holds a callback)
+    logger: Any = None,
+    progress: Callable[..., None] | None = None,
+) -> TrainOutcome:
+    from service.context import load_upstream, resolve_task
+    from training.finetune import ReplaySpec, finetune
+    from training.model import load_model, save_model
+    from training.nll import measure_nll
+
+    if spec.num_threads:
+        import torch
+
+        torch.set_num_threads(spec.num_threads)
+    t0 = time.perf_counter()
+    upstream = load_upstream(spec.settings)
+    task = resolve_task(spec.settings, spec.task_ref)
+    model, tok = load_model(spec.model_dir)
+    test_before = float(np.mean(measure_nll(model, tok, task.test)))
+    replay = None
+    if spec.replay_ratio > 0:
+        excluded = frozenset(np.asarray(upstream.ids)[upstream.heldout].tolist())
+        replay = ReplaySpec(pool=upstream.by_id, schedule=[(i, 1.0) for i in spec.replay_ids],
+                            ratio=spec.replay_ratio, exclude_ids=excluded)
+    cfg = finetune_config(spec.settings, spec.steps, spec.seed, spec.num_threads)
+    result = finetune(model, tok, task.train, cfg, replay=replay, probe=probe, logger=logger,
+                      progress=progress)
+    model = result.model
+    test_after = float(np.mean(measure_nll(model, tok, task.test)))
+    examples = [upstream.examples[i] for i in spec.measure]
+    after = measure_nll(model, tok, examples) if examples else np.zeros(0)
+    if spec.save_dir:
+        Path(spec.save_dir).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{spec.save_dir}.partial-{os.getpid()}"
+        save_model(model, tok, tmp)
+        os.replace(tmp, spec.save_dir)
+    return TrainOutcome(
+        measured=np.asarray(spec.measure), nll_after=np.asarray(after, dtype=np.float64),
+        test_before=test_before, test_after=test_after, replayed_ids=list(result.replayed_ids),
+        history=list(result.history), probe_after=result.probe_after, steps=result.steps,
+        seconds=time.perf_counter() - t0, save_dir=spec.save_dir,
+    )
+
+
+def _pool_entry(spec: TrainSpec) -> TrainOutcome:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return train_and_measure(spec)
+
+
+def run_parallel(specs: list[TrainSpec], workers: int,
+                 on_done: Callable[[int, TrainOutcome | BaseException], None]) -> None:
+    """Run specs in `workers` spawned processes (torch is not fork-safe), calling `on_done` in
+    this process as each finishes — with the outcome, or the exception that ended it, so one
+    bad task does not take the others down.
+    """
+    if workers <= 1 or len(specs) <= 1:
+        for i, s in enumerate(specs):
+            try:
+                outcome: TrainOutcome | BaseException = train_and_measure(s)
+            except Exception as e:
+                outcome = e
+            on_done(i, outcome)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_pool_entry, s): i for i, s in enumerate(specs)}
+        for f in as_completed(futures):
+            exc = f.exception()
+            on_done(futures[f], exc if exc is not None else f.result())

@@ -1,0 +1,144 @@
+"""What a job works on: the upstream set (with its held-out split), task data, model
+directories and the cached "before" NLLs of a model version.
+
+The embedded world provides the upstream set and named tasks; any path or dataset name that
+`training.data.load_task` accepts works as a task too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import ServiceError
+from service.settings import Settings
+
+
+@dataclass
+class Upstream:
+    """The upstream examples whose forgetting is measured, in a fixed column order."""
+
+    examples: list[Any]  # training.data.Example
+    digest: str
+    heldout: np.ndarray  # bool per column: never replayed, the evaluation set
+
+    @cached_property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.examples]
+
+    @cached_property
+    def sources(self) -> list[str]:
+        return [e.source for e in self.examples]
+
+    @cached_property
+    def texts(self) -> dict[str, str]:
+        return {e.id: (e.prompt + e.response) for e in self.examples}
+
+    @cached_property
+    def by_id(self) -> dict[str, Any]:
+        return {e.id: e for e in self.examples}
+
+    @property
+    def n(self) -> int:
+        return len(self.examples)
+
+
+@dataclass
+class Task:
+    name: str
+    train: list[Any]
+    test: list[Any]
+    digest: str
+    family: str = ""
+    description: str = ""
+    embedded: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_world(settings: Settings) -> Any:
+    from training.world import load_world as _load
+
+    try:
+        return _load(settings.world)
+    except (KeyError, ValueError) as e:
+        raise ServiceError(f"{e}; choose a world with `ftctl init --world default|tiny|smollm2`") from None
+
+
+def load_upstream(settings: Settings) -> Upstream:
+    from forgetting.replay import heldout_mask
+
+    world = load_world(settings)
+    up = world.upstream
+    size: float = settings.heldout
+    if size >= 1 and size >= len(up.examples):
+        raise ServiceError(
+            f"heldout={size:g} leaves no upstream example to replay (the set has "
+            f"{len(up.examples)}); use a fraction such as 0.25"
+        )
+    mask = heldout_mask(up.ids, int(size) if size >= 1 else size, seed=settings.seed)
+    return Upstream(examples=list(up.examples), digest=up.digest, heldout=mask)
+
+
+def resolve_task(settings: Settings, ref: str) -> Task:
+    """An embedded task by name, or anything `training.data.load_task` takes (path, dataset)."""
+    from training.errors import TrainingError
+
+    world = load_world(settings)
+    if ref in world.tasks:
+        t = world.tasks[ref]
+        return Task(name=t.name, train=list(t.train), test=list(t.test), digest=_digest(t.train, t.test),
+                    family=t.family, description=t.description, embedded=True)
+    looks_like_path = os.sep in ref or Path(ref).suffix or Path(ref).exists()
+    if not looks_like_path:
+        close = sorted(n for n in world.tasks if ref.split("_")[0] in n)[:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ServiceError(
+            f"unknown task {ref!r}{hint}: give an embedded task name from `ftctl world list` "
+            "or a path to JSONL/CSV/parquet task data"
+        )
+    from training.data import TaskDataConfig, load_task
+
+    try:
+        data = load_task(ref, TaskDataConfig())
+    except TrainingError as e:
+        raise ServiceError(str(e)) from None
+    return Task(name=data.name, train=list(data.train), test=list(data.test), digest=data.digest)
+
+
+def _digest(train: list[Any], test: list[Any]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for e in [*train, *test]:
+        h.update(e.id.encode())
+    return h.hexdigest()[:16]
+
+
+def cached_nll(settings: Settings, key: str, digest: str) -> Path:
+    """Where the per-example NLLs of model `key` on upstream set `digest` are cached."""
+    return settings.cache_dir / "nll" / f"{key}-{digest[:16]}.npy"
+
+
+def load_or_measure_nll(settings: Settings, key: str, upstream: Upstream, model_dir: Path,
+                        progress: Any = None) -> np.ndarray:
+    """NLL of every upstream example under model `key` ("before" for the jobs built on it)."""
+    path = cached_nll(settings, key, upstream.digest)
+    if path.exists():
+        arr = np.load(path)
+        if arr.shape == (upstream.n,):
+            return arr
+    from training.model import load_model
+    from training.nll import measure_nll
+
+    model, tok = load_model(model_dir)
+    arr = measure_nll(model, tok, upstream.examples, progress=progress).astype(np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+    return arr

@@ -1,0 +1,85 @@
+"""`ftctl init`: create the model line and register release 0 (the base model) as @champion.
+
+For the embedded worlds the base model is built by ftctl itself (pre-trained once, cached in the
+workspace); a local Hugging Face directory can be registered instead with `--model DIR`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.context import load_or_measure_nll, load_upstream, load_world
+from service.errors import ServiceError
+from service.jobs import run_job
+from service.registry import CHAMPION, Registry
+from service.settings import Settings, save_settings
+from service.tracking import TAG, RunHandle, Tracker
+
+
+def init_line(settings: Settings, *, model_dir: Path | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    say = progress or (lambda _m: None)
+    save_settings(settings)
+    tracker = Tracker(settings)
+    registry = Registry(tracker)
+    existing = registry.by_alias(CHAMPION)
+    if existing is not None:
+        say(f"model line {settings.model_line!r} already initialised: @champion is version "
+            f"{existing.version}")
+        return {"model_line": settings.model_line, "version": existing.version, "reused": True,
+                "world": settings.world}
+    world = load_world(settings)
+    upstream = load_upstream(settings)
+    if model_dir is None:
+        from training.world.pretrain import ensure_base_model
+
+        say(f"building the base model of world {world.name!r} (once; cached in {settings.workspace})")
+        model_dir = Path(ensure_base_model(world, settings.workspace, progress=None))
+    elif not (model_dir / "config.json").exists():
+        raise ServiceError(f"{model_dir} is not a Hugging Face model directory (no config.json); "
+                           "pass the directory written by save_pretrained")
+
+    def body(run: RunHandle) -> dict[str, Any]:
+        run.log_params({"settings": settings.to_dict(), "model_dir": str(model_dir)})
+        # Measure before registering: a failure here leaves a FAILED run and no @champion.
+        say(f"measuring the base model's NLL on {upstream.n} upstream examples")
+        nll = load_or_measure_nll(settings, f"run-{run.run_id}", upstream, model_dir)
+        run.log_artifacts(model_dir, "model")
+        version = registry.register(run.run_id, "model", {TAG + "parent_version": "none",
+                                                          TAG + "task": "base", TAG + "method": "init"})
+        registry.set_alias(CHAMPION, version.version)
+        say(f"registered the base model as version {version.version} @champion")
+        import pandas as pd
+
+        run.log_dataframe(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
+                                        "nll": nll, "heldout": upstream.heldout}),
+                          "forgetting/base_nll.parquet")
+        run.log_metrics({"upstream_nll_mean": float(nll.mean())})
+        return {"model_line": settings.model_line, "version": version.version,
+                "world": settings.world, "upstream_examples": upstream.n,
+                "upstream_digest": upstream.digest, "upstream_nll_mean": float(nll.mean())}
+
+    return run_job(tracker, kind="init", job_id=f"init-{settings.model_line}-{upstream.digest[:12]}",
+                   name="init", tags={TAG + "digest": upstream.digest, TAG + "world": settings.world},
+                   body=body)
+
+
+def promote(settings: Settings, version: int) -> dict[str, Any]:
+    registry = Registry(Tracker(settings))
+    v = registry.set_alias(CHAMPION, version)
+    return {"champion": v.version, **v.to_dict()}
+
+
+def rollback(settings: Settings, version: int | None = None) -> dict[str, Any]:
+    """Point @champion back at `version`, or at the current champion's parent."""
+    registry = Registry(Tracker(settings))
+    current = registry.champion()
+    if version is None:
+        parent = current.tags.get(TAG + "parent_version", "none")
+        if not parent.isdigit():
+            raise ServiceError(f"version {current.version} is the base model; nothing to roll back to")
+        version = int(parent)
+    v = registry.set_alias(CHAMPION, version)
+    return {"champion": v.version, "previous_champion": current.version}

@@ -1,0 +1,186 @@
+"""One settings object for the whole service: defaults < TOML file < FTCTL_* env vars < CLI flags.
+
+Usage::
+
+    s = load_settings()                                  # ./.ftctl/ftctl.toml if present, env vars
+    s = load_settings(overrides={"method": "knn"})      # what the CLI passes for its flags
+    s.tracking_uri                                       # sqlite:///<workspace>/mlflow.db unless set
+
+Environment: FTCTL_WORKSPACE, FTCTL_TRACKING_URI, FTCTL_BROKER_URL, FTCTL_MODEL_LINE, FTCTL_WORLD,
+FTCTL_METHOD, FTCTL_K, FTCTL_REPLAY_RATIO, FTCTL_TEMPERATURE, FTCTL_HELDOUT, ... (every field, upper
+case). FTCTL_CONFIG points at a TOML file; otherwise <workspace>/ftctl.toml is read when it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from service.errors import ServiceError
+
+METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic", "random", "oracle", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a job needs to know besides its own arguments. Logged with every run."""
+
+    workspace: Path = Path(".ftctl")
+    """Directory for the local tracking store, artifacts, model cache and the config file."""
+    tracking_uri: str = ""
+    """MLflow tracking URI. Empty: SQLite in the workspace (the embedded default)."""
+    broker_url: str = ""
+    """Celery broker (redis://...). Empty: every job runs in-process."""
+    model_line: str = "ftctl-default"
+    """Registered-model name and MLflow experiment of this model line."""
+    world: str = "default"
+    """Embedded world whose tasks and upstream set are used: default, tiny or smollm2."""
+    method: str = "mf"
+    """Default completion method for releases (see `ftctl forgetting evaluate`)."""
+    k: int = 30
+    """Probe examples measured per new task before completing its row."""
+    replay_ratio: float = 1 / 32
+    """Replay budget: int(|task train| * ratio) + 1 upstream examples."""
+    temperature: float = 0.1
+    """Replay sampling temperature: p ∝ softmax(predicted forgetting / T)."""
+    heldout: float = 0.25
+    """Held-out upstream examples, never replayed: a count (>= 1) or a fraction (< 1)."""
+    warmup_fraction: float = 0.1
+    """Online mode: share of the fine-tuning steps before the probes are measured."""
+    steps: int = 150
+    """Fine-tuning steps per task (before the (1 + r) replay extension)."""
+    batch_size: int = 16
+    lr: float = 1e-4
+    lora: bool = False
+    """LoRA (peft) instead of full fine-tuning."""
+    seed: int = 0
+    gate_max_heldout_forgetting: float = 0.5
+    """Gate: mean held-out ΔNLL (nats) of a candidate must not exceed this."""
+    gate_require_task_gain: bool = True
+    """Gate: the candidate's task test loss must be below its parent's."""
+    workers: int = 2
+    """Parallel processes for statistics jobs in-process (one torch thread each)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
+        if self.method not in METHODS:
+            raise ServiceError(
+                f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
+        if not 0 < self.replay_ratio <= 1:
+            raise ServiceError(f"replay_ratio must be in (0, 1], got {self.replay_ratio}; e.g. 0.03125")
+        if self.temperature <= 0:
+            raise ServiceError(f"temperature must be > 0, got {self.temperature}; the study uses 0.1")
+        if self.k < 1:
+            raise ServiceError(f"k must be >= 1, got {self.k}; the study uses 30 probes")
+        if not 0 < self.warmup_fraction < 1:
+            raise ServiceError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
+        if self.heldout <= 0:
+            raise ServiceError(f"heldout must be a count >= 1 or a fraction in (0, 1), got {self.heldout}")
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.workspace / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.workspace / "artifacts").resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.workspace / "cache").resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["workspace"] = str(self.workspace)
+        return d
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
+_PARSERS: dict[str, Any] = {"int": int, "float": float, "str": str, "Path": Path, "bool": _parse_bool}
+
+
+def _coerce(name: str, raw: Any, typ: str) -> Any:
+    parse = _PARSERS[typ]
+    try:
+        return parse(raw)
+    except (TypeError, ValueError):
+        raise ServiceError(f"setting {name} expects a {typ} value, got {raw!r}") from None
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge defaults, the TOML file, FTCTL_* variables and explicit overrides (None = unset)."""
+    env = dict(os.environ if env is None else env)
+    known = {f.name: f for f in fields(Settings) if f.name != "extra"}
+    values: dict[str, Any] = {}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    workspace = Path(overrides.get("workspace") or env.get("FTCTL_WORKSPACE") or ".ftctl")
+    path = config_file or (Path(env["FTCTL_CONFIG"]) if env.get("FTCTL_CONFIG") else None)
+    path = path or workspace / "ftctl.toml"
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ServiceError(f"config file {path} is not valid TOML ({e}); fix or delete it") from None
+        section = data.get("ftctl", data)
+        for k, v in section.items():
+            if k not in known:
+                raise ServiceError(
+                    f"unknown setting {k!r} in {path}; known: {', '.join(sorted(known))}"
+                )
+            values[k] = v
+    for name in known:
+        if f"FTCTL_{name.upper()}" in env:
+            values[name] = env[f"FTCTL_{name.upper()}"]
+    values.update(overrides)
+    values["workspace"] = workspace
+    typed = {k: _coerce(k, v, known[k].type) for k, v in values.items() if k in known}
+    return Settings(**typed)
+
+
+def save_settings(settings: Settings, keys: tuple[str, ...] = ("world", "model_line", "method")) -> Path:
+    """Persist the chosen keys to <workspace>/ftctl.toml (what `ftctl init` decided)."""
+    settings.workspace.mkdir(parents=True, exist_ok=True)
+    path = settings.workspace / "ftctl.toml"
+    existing: dict[str, Any] = {}
+    if path.exists():
+        existing = tomllib.loads(path.read_text()).get("ftctl", {})
+    existing.update({k: getattr(settings, k) for k in keys})
+    lines = ["[ftctl]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(existing.items())]
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,122 @@
+"""Statistics jobs: fine-tune the champion on a task without replay and measure every upstream
+example — one full row of the forgetting matrix per task. This is what grows the matrix.
+
+Usage (what `ftctl stats collect` calls)::
+
+    results = collect_stats(settings, ["wn_noun_food", "translate_deu"], progress=print)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from service.compute import TrainOutcome, TrainSpec, finetune_config, run_parallel
+from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
+from service.errors import ServiceError
+from service.jobs import job_id_for, run_job
+from service.registry import Registry, Version
+from service.rows import log_row, make_row
+from service.settings import Settings
+from service.tracking import TAG, RunHandle, Tracker
+
+
+def model_key(settings: Settings, version: Version) -> str:
+    """Cache key of a version's upstream NLLs: its registering run, unique across lines."""
+    return f"run-{version.run_id}"
+
+
+def stats_tags(task: Task, upstream: Upstream, parent: Version, job_kind: str = "stats") -> dict[str, str]:
+    return {
+        TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
+        TAG + "digest": upstream.digest, TAG + "base_version": str(parent.version),
+        TAG + "method": "none", TAG + "row": "full", TAG + "kind_detail": job_kind,
+    }
+
+
+def log_training(run: RunHandle, outcome: TrainOutcome) -> None:
+    for rec in outcome.history:
+        step = int(rec.get("step", 0))
+        run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=step)
+    run.log_metrics({"task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
+                     "train_seconds": outcome.seconds, "train_steps": outcome.steps})
+
+
+def log_inputs(run: RunHandle, task: Task, upstream: Upstream) -> None:
+    import pandas as pd
+
+    run.log_input(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources}),
+                  name="upstream", digest=upstream.digest, context="upstream")
+    run.log_input(pd.DataFrame({"example_id": [e.id for e in task.train]}),
+                  name=task.name, digest=task.digest, context="train")
+
+
+def collect_stats(
+    settings: Settings,
+    task_refs: Sequence[str],
+    *,
+    progress: Callable[[str], None] | None = None,
+    workers: int | None = None,
+) -> list[dict[str, Any]]:
+    """Collect a full forgetting row for each task (reusing finished jobs); results in order."""
+    say = progress or (lambda _m: None)
+    tracker = Tracker(settings)
+    registry = Registry(tracker)
+    parent = registry.champion()
+    upstream = load_upstream(settings)
+    tasks = [resolve_task(settings, ref) for ref in task_refs]  # fail fast on an unknown task
+    model_dir = registry.local_dir(parent)
+    before = load_or_measure_nll(settings, model_key(settings, parent), upstream, model_dir)
+    cfg = finetune_config(settings, settings.steps, settings.seed).to_dict()
+
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    pending: list[tuple[int, str]] = []
+    for i, task in enumerate(tasks):
+        job_id = job_id_for("stats", task=task.digest, parent=parent.version, config=cfg,
+                            digest=upstream.digest, line=settings.model_line)
+        done = tracker.find_job(job_id)
+        if done is not None:
+            results[i] = {**tracker.job_result(done.info.run_id), "reused": True}
+            say(f"stats {task.name}: already collected (run {done.info.run_id[:8]})")
+        else:
+            pending.append((i, job_id))
+
+    specs = [TrainSpec(settings=settings, task_ref=task_refs[i], model_dir=str(model_dir),
+                       steps=settings.steps, measure=np.arange(upstream.n), seed=settings.seed,
+                       num_threads=1 if (workers or settings.workers) > 1 else None)
+             for i, _ in pending]
+
+    def on_done(j: int, outcome: TrainOutcome | BaseException) -> None:
+        i, job_id = pending[j]
+        task = tasks[i]
+
+        def body(run: RunHandle) -> dict[str, Any]:
+            run.log_params({"settings": settings.to_dict(), "finetune": cfg, "task": task.name})
+            if isinstance(outcome, BaseException):
+                raise ServiceError(f"statistics job for {task.name} failed: {outcome}")
+            log_inputs(run, task, upstream)
+            log_training(run, outcome)
+            row = make_row(upstream.ids, upstream.sources, before, outcome.nll_after,
+                           heldout=upstream.heldout)
+            metrics = log_row(run, row, upstream.texts, title=f"stats: {task.name}")
+            return {"task": task.name, "family": task.family, "base_version": parent.version,
+                    "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
+                    "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds}
+
+        try:
+            results[i] = run_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}",
+                                 tags=stats_tags(task, upstream, parent), body=body)
+            say(f"stats {task.name}: mean ΔNLL {results[i]['forgetting_mean']:+.4f}, "  # type: ignore[index]
+                f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")  # type: ignore[union-attr]
+        except Exception as e:
+            results[i] = {"task": task.name, "error": str(e)}
+            say(f"stats {task.name}: FAILED ({e})")
+
+    if specs:
+        say(f"collecting {len(specs)} statistics rows × {upstream.n} upstream examples "
+            f"with {min(workers or settings.workers, len(specs))} worker process(es)")
+        run_parallel(specs, workers or settings.workers, on_done)
+    return [r for r in results if r is not None]
+

@@ -1,0 +1,234 @@
+"""Per-example NLL: the measurement behind every entry of the forgetting matrix.
+
+Usage::
+
+    from training.nll import measure_nll, measure_forgetting
+    before = measure_nll(base_model, tok, upstream.examples, batch_size=32)   # (N,) float64
+    row = measure_forgetting(model, tok, examples, before=before)  # ForgettingRow(ids, before, after, delta)
+    row = measure_forgetting(lora_model, tok, examples)  # "before" = the same model, adapter disabled
+
+NLL_j is the mean per-token negative log-likelihood over example j's target tokens (the response
++ EOS for instruction data; every token but the first for plain text: `training.data.encode`).
+An example with no target token left (e.g. its response was truncated away) gets NaN, as in the
+reference study.
+
+Why it is fast and flat in memory: examples are processed in chunks of `CHUNK` (tokenised, sorted
+by length, cut into batches padded only to the longest in the batch), under `inference_mode`,
+with bf16 autocast on a GPU; the cross-entropy is taken in slices of the flattened logits so the
+float32 log-softmax never exists for a whole batch; and only two scalars per example (the NLL sum
+and the target count) outlive a batch. Memory is model + one batch, whatever N is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from training.data import IGNORE, Example, encode, pad_id
+
+CHUNK = 4096  # examples tokenised and length-sorted at a time (bounds the host memory)
+CE_SLICE_TOKENS = 8192  # rows of the flattened logits per cross-entropy call
+
+Progress = Callable[[int, int], None]  # (examples done, total)
+
+
+def _device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def batch_nll(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> tuple[Any, Any]:
+    """Per-row (sum of target-token NLL, number of target tokens) for one padded batch."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logits = logits[:, :-1]  # position t predicts token t + 1
+    targets = labels[:, 1:]
+    b, t, v = logits.shape
+    flat_logits, flat_targets = logits.reshape(b * t, v), targets.reshape(b * t)
+    losses = torch.empty(b * t, dtype=torch.float32, device=logits.device)
+    for s in range(0, b * t, CE_SLICE_TOKENS):
+        losses[s : s + CE_SLICE_TOKENS] = F.cross_entropy(
+            flat_logits[s : s + CE_SLICE_TOKENS].float(),
+            flat_targets[s : s + CE_SLICE_TOKENS],
+            ignore_index=IGNORE,
+            reduction="none",
+        )
+    valid = targets != IGNORE
+    return losses.view(b, t).double().sum(1), valid.sum(1)
+
+
+def _autocast(device: Any) -> Any:
+    import torch
+
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def measure_nll(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+    chat_template: bool = True,
+    bf16: bool = True,
+) -> np.ndarray:
+    """Mean per-token NLL of each example's target tokens, aligned with `examples`.
+
+    Parameters
+    ----------
+    model : a causal LM (transformers or peft); its training mode is restored afterwards.
+    tokenizer : its tokenizer (padding side is irrelevant: batches are padded here, on the right).
+    examples : what to measure.
+    batch_size : examples per forward pass.
+    max_length : left-truncate longer examples to this many tokens (default: the model's
+        `max_position_embeddings`, else 1024).
+    progress : called as progress(done, total) after each batch.
+    chat_template : apply the tokenizer's chat template to instruction prompts (as in training).
+    bf16 : autocast to bf16 on a bf16-capable GPU (no effect on CPU).
+
+    Returns
+    -------
+    np.ndarray (len(examples),) float64; NaN for an example without target tokens.
+    """
+    import torch
+
+    n = len(examples)
+    out = np.full(n, np.nan, dtype=np.float64)
+    if n == 0:
+        return out
+    if max_length is None:
+        max_length = int(getattr(model.config, "max_position_embeddings", 0) or 1024)
+    device, pad = _device(model), pad_id(tokenizer)
+    was_training = model.training
+    model.eval()
+    done = 0
+    try:
+        with torch.inference_mode(), _autocast(device) if bf16 else contextlib.nullcontext():
+            for c0 in range(0, n, CHUNK):
+                chunk = [
+                    encode(tokenizer, e, max_length=max_length, chat_template=chat_template)
+                    for e in examples[c0 : c0 + CHUNK]
+                ]
+                # Longest first: the first batch hits the peak memory at once (fail fast).
+                order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0]))
+                for b0 in range(0, len(order), batch_size):
+                    rows = order[b0 : b0 + batch_size]
+                    width = len(chunk[rows[0]][0])
+                    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                    lab = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+                    att = torch.zeros((len(rows), width), dtype=torch.long)
+                    for r, i in enumerate(rows):
+                        x, y = chunk[i]
+                        ids[r, : len(x)], lab[r, : len(y)], att[r, : len(x)] = (
+                            torch.tensor(x),
+                            torch.tensor(y),
+                            1,
+                        )
+                    sums, counts = batch_nll(model, ids.to(device), att.to(device), lab.to(device))
+                    sums, counts = sums.cpu().numpy(), counts.cpu().numpy()
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        vals = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+                    out[[c0 + i for i in rows]] = vals
+                    done += len(rows)
+                    if progress is not None:
+                        progress(done, n)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def measure_nll_distributed(
+    model: Any, tokenizer: Any, examples: Sequence[Example], **kw: Any
+) -> np.ndarray:
+    """`measure_nll` split across the ranks of an initialised torch.distributed group.
+
+    Rank k measures examples k, k + W, ...; the (id, value) pairs are gathered on every rank
+    and put back in the order of `examples` by example id. Without a process group it is
+    plain `measure_nll`.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return measure_nll(model, tokenizer, examples, **kw)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = list(examples[rank::world])
+    vals = measure_nll(model, tokenizer, mine, **kw)
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, [(e.id, float(v)) for e, v in zip(mine, vals, strict=True)])
+    by_id = {i: v for part in gathered for i, v in part}
+    return np.array([by_id[e.id] for e in examples], dtype=np.float64)
+
+
+def evaluate_loss(model: Any, tokenizer: Any, examples: Sequence[Example], **kw: Any) -> float:
+    """Mean over examples of the per-example NLL (NaN examples skipped): the task test loss."""
+    vals = measure_nll(model, tokenizer, examples, **kw)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
+@dataclass(frozen=True)
+class ForgettingRow:
+    """One row of Z for a set of upstream examples: delta = after - before (> 0 = forgotten)."""
+
+    ids: list[str]
+    before: np.ndarray
+    after: np.ndarray
+    delta: np.ndarray
+
+    @classmethod
+    def from_nll(cls, ids: Sequence[str], before: np.ndarray, after: np.ndarray) -> ForgettingRow:
+        before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+        if not (len(ids) == len(before) == len(after)):
+            from training.errors import TrainingError
+
+            raise TrainingError(
+                f"forgetting row: {len(ids)} ids, {len(before)} before, {len(after)} after values. "
+                "Fix: measure before and after on the same examples, in the same order."
+            )
+        return cls(list(ids), before, after, after - before)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """[{example_id, nll_before, nll_after, delta}] for a table artifact."""
+        return [
+            {"example_id": i, "nll_before": float(b), "nll_after": float(a), "delta": float(d)}
+            for i, b, a, d in zip(self.ids, self.before, self.after, self.delta, strict=True)
+        ]
+
+    def mean_delta(self) -> float:
+        return float(np.nanmean(self.delta)) if np.isfinite(self.delta).any() else float("nan")
+
+
+def measure_forgetting(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    before: np.ndarray | None = None,
+    **kw: Any,
+) -> ForgettingRow:
+    """NLL after (the model as it is) minus NLL before, per example.
+
+    `before` is required for a fully fine-tuned model (cache it per base model and upstream
+    digest). For a LoRA model it may be omitted: it is measured on the same model with the
+    adapter disabled — no second copy of the weights in memory.
+    """
+    if before is None:
+        if not hasattr(model, "disable_adapter"):
+            from training.errors import TrainingError
+
+            raise TrainingError(
+                "no 'before' NLLs for a fully fine-tuned model. Fix: measure the base model first "
+                "(measure_nll(base, ...)) and pass before=..., or fine-tune with LoRA."
+            )
+        with model.disable_adapter():
+            before = measure_nll(model, tokenizer, examples, **kw)
+    after = measure_nll(model, tokenizer, examples, **kw)
+    return ForgettingRow.from_nll([e.id for e in examples], before, after)

@@ -1,0 +1,112 @@
+"""Release 0 of a world: pre-train the base model once, cache it in the workspace.
+
+Usage::
+
+    from training.world import load_world
+    from training.world.pretrain import ensure_base_model
+    base_dir = ensure_base_model(load_world("default"), ".ftctl/worlds")   # ~5 min on 2 cores, once
+    base_dir = ensure_base_model(load_world("default"), ".ftctl/worlds")   # cached: instant
+
+The base is a LLaMA built by `training.model.build_model(spec.arch, seed)` and pre-trained with
+`training.finetune.finetune` on the world's whole chunk pool as plain text (warm-up, then
+cosine decay; AdamW betas 0.9/0.95, weight decay 0.1, clip 1.0) — the same code path as task
+fine-tuning, so "release 0" is made the way every later release is. The cache key is the world
+data digest + a hash of the spec, so a changed spec or rebuilt data never reuses a stale model.
+It is written to a temporary directory and renamed into place, so a killed build leaves no half
+model behind; `pretrain.json` in the directory records the loss curve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from training.world.registry import World
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+def base_model_dir(world: World, workspace_dir: str | os.PathLike[str]) -> Path:
+    """Where `ensure_base_model` puts (or finds) this world's base model."""
+    spec = world.base_model_spec
+    tag = f"{world.name}-{spec.key()}" + (f"-{world.data_digest}" if spec.kind == "scratch" else "")
+    return Path(workspace_dir) / "base" / tag
+
+
+def pretrain_config(world: World, num_threads: int | None = None) -> Any:
+    """The FinetuneConfig of the pre-training run (cosine schedule, plain text)."""
+    from training.config import FinetuneConfig
+
+    s = world.base_model_spec
+    return FinetuneConfig(
+        lr=s.lr, steps=s.steps, batch_size=s.batch_size, warmup_steps=s.warmup_steps,
+        schedule="cosine", min_lr_ratio=s.min_lr_ratio, weight_decay=s.weight_decay,
+        betas=(0.9, 0.95), clip=1.0, seed=s.seed, max_length=int(s.arch["max_position_embeddings"]),
+        accelerator="cpu", precision="32-true", num_threads=num_threads, log_every=10,
+    )
+
+
+def loss_curve(history: list[dict[str, float]], every: int = 25) -> list[tuple[int, float]]:
+    """(step, mean train loss over the last `every` steps) pairs: the curve in pretrain.json."""
+    out, window = [], []
+    for h in history:
+        window.append(float(h["loss"]))
+        step = int(h["step"])
+        if (step + 1) % every == 0 or h is history[-1]:
+            out.append((step + 1, round(sum(window) / len(window), 4)))
+            window = []
+    return out
+
+
+def ensure_base_model(world: World, workspace_dir: str | os.PathLike[str],
+                      progress: Progress | None = None, *, num_threads: int | None = None) -> Path:
+    """The directory of the world's base model, pre-training (or converting) it on first use.
+
+    Parameters
+    ----------
+    world : from `load_world`; its `base_model_spec` says how the base is made.
+    workspace_dir : the cache root; the model lands in `<workspace_dir>/base/<world>-<key>`.
+    progress : progress(step, total_steps, history entry) during pre-training.
+    num_threads : torch CPU threads for pre-training (None = torch's default).
+    """
+    if world.base_model_spec.kind == "smollm2":
+        from training.world.smollm2 import ensure_smollm2
+
+        return ensure_smollm2(workspace_dir)
+    out = base_model_dir(world, workspace_dir)
+    if (out / "pretrain.json").is_file():
+        return out
+    from training.finetune import finetune
+    from training.model import build_model, save_model
+    from training.world.tokenizer import load_hf_tokenizer
+
+    spec = world.base_model_spec
+    tok = load_hf_tokenizer(world.tokenizer_dir)
+    model = build_model(dict(spec.arch), seed=spec.seed)
+    examples = world.pretrain_examples()
+    t0 = time.perf_counter()
+    res = finetune(model, tok, examples, pretrain_config(world, num_threads), progress=progress)
+    seconds = time.perf_counter() - t0
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(res.model, tok, tmp)
+    tokens = spec.steps * spec.batch_size * 128
+    record = {
+        "world": world.name, "spec": spec.__dict__, "data_digest": world.data_digest,
+        "params": sum(p.numel() for p in res.model.parameters()), "pool_chunks": len(examples),
+        "steps": res.steps, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
+        "loss_curve": loss_curve(res.history),
+    }
+    (tmp / "pretrain.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    try:
+        os.rename(tmp, out)  # atomic; a concurrent builder that won leaves its model in place
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "pretrain.json").is_file():
+            raise
+    return out

