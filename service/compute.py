@@ -52,14 +52,30 @@ class TrainOutcome:
 
 
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
+    """The world's suggested fine-tuning recipe, overridden by what the settings set explicitly."""
+    from service.context import load_world
     from training.config import FinetuneConfig, LoraSettings
 
-    return FinetuneConfig(
-        lr=settings.lr, steps=steps, batch_size=settings.batch_size,
-        warmup_steps=min(10, steps), schedule="linear", betas=(0.9, 0.95), clip=1.0,
-        seed=seed, num_threads=num_threads, max_length=int(settings.extra.get("max_length", 256)),
-        lora=LoraSettings() if settings.lora else None,
-    )
+    fields: dict[str, Any] = dict(load_world(settings).base_model_spec.finetune)
+    if settings.lr:
+        fields["lr"] = settings.lr
+    if settings.batch_size:
+        fields["batch_size"] = settings.batch_size
+    if settings.lora is False:
+        fields.pop("lora", None)
+    elif settings.lora and "lora" not in fields:
+        fields["lora"] = LoraSettings()
+    if isinstance(fields.get("lora"), dict):
+        fields["lora"] = LoraSettings(**fields["lora"])
+    fields["warmup_steps"] = min(int(fields.get("warmup_steps", 10)), steps)
+    return FinetuneConfig(**{**fields, "steps": steps, "seed": seed, "num_threads": num_threads})
+
+
+def task_steps(settings: Settings) -> int:
+    """Fine-tuning steps per task: the settings' value, else the world's suggestion."""
+    from service.context import load_world
+
+    return settings.steps or int(load_world(settings).base_model_spec.finetune.get("steps", 150))
 
 
 def replay_steps(steps: int, ratio: float) -> int:

@@ -15,23 +15,25 @@ from service.errors import ServiceError
 from service.jobs import run_job
 from service.registry import CHAMPION, Registry
 from service.settings import Settings, save_settings
+from service.stats import check_digest
 from service.tracking import TAG, RunHandle, Tracker
 
 
 def init_line(settings: Settings, *, model_dir: Path | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda _m: None)
-    save_settings(settings)
     tracker = Tracker(settings)
     registry = Registry(tracker)
+    upstream = load_upstream(settings)
     existing = registry.by_alias(CHAMPION)
     if existing is not None:
+        check_digest(settings, existing, upstream)
         say(f"model line {settings.model_line!r} already initialised: @champion is version "
             f"{existing.version}")
+        save_settings(settings)
         return {"model_line": settings.model_line, "version": existing.version, "reused": True,
                 "world": settings.world}
     world = load_world(settings)
-    upstream = load_upstream(settings)
     if model_dir is None:
         from training.world.pretrain import ensure_base_model
 
@@ -48,7 +50,8 @@ def init_line(settings: Settings, *, model_dir: Path | None = None,
         nll = load_or_measure_nll(settings, f"run-{run.run_id}", upstream, model_dir)
         run.log_artifacts(model_dir, "model")
         version = registry.register(run.run_id, "model", {TAG + "parent_version": "none",
-                                                          TAG + "task": "base", TAG + "method": "init"})
+                                                          TAG + "task": "base", TAG + "method": "init",
+                                                          TAG + "digest": upstream.digest})
         registry.set_alias(CHAMPION, version.version)
         say(f"registered the base model as version {version.version} @champion")
         import pandas as pd
@@ -61,9 +64,11 @@ def init_line(settings: Settings, *, model_dir: Path | None = None,
                 "world": settings.world, "upstream_examples": upstream.n,
                 "upstream_digest": upstream.digest, "upstream_nll_mean": float(nll.mean())}
 
-    return run_job(tracker, kind="init", job_id=f"init-{settings.model_line}-{upstream.digest[:12]}",
+    result = run_job(tracker, kind="init", job_id=f"init-{settings.model_line}-{upstream.digest[:12]}",
                    name="init", tags={TAG + "digest": upstream.digest, TAG + "world": settings.world},
                    body=body)
+    save_settings(settings)  # only once the line exists: a failed init changes no defaults
+    return result
 
 
 def promote(settings: Settings, version: int) -> dict[str, Any]:

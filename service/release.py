@@ -29,6 +29,7 @@ from service.compute import (
     TrainSpec,
     finetune_config,
     replay_steps,
+    task_steps,
     train_and_measure,
 )
 from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
@@ -38,7 +39,7 @@ from service.matrixstore import assemble
 from service.registry import CHAMPION, Registry, Version
 from service.rows import log_row, make_row
 from service.settings import METHODS, Settings
-from service.stats import log_inputs, log_training, model_key
+from service.stats import check_digest, log_inputs, log_training, model_key
 from service.tracking import TAG, RunHandle, Tracker
 
 COMPLETION_METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic")
@@ -129,10 +130,11 @@ def release_new_task(settings: Settings, req: ReleaseRequest,
     registry = Registry(tracker)
     parent = registry.get(req.parent_version) if req.parent_version else registry.champion()
     upstream = load_upstream(settings)
+    check_digest(settings, parent, upstream)
     task = resolve_task(settings, req.task)
     method = req.method or settings.method
     seed = settings.seed if req.seed is None else req.seed
-    steps = req.steps or settings.steps
+    steps = req.steps or task_steps(settings)
     settings = settings.replace(steps=steps, seed=seed)
     ratio = 0.0 if method == "none" else settings.replay_ratio
     cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
@@ -256,7 +258,8 @@ def _release_body(settings: Settings, tracker: Tracker, registry: Registry, run:
         run.log_artifacts(Path(save_dir), "model")
         version = registry.register(run.run_id, "model", {
             TAG + "parent_version": parent.version, TAG + "task": task.name,
-            TAG + "method": plan.method, TAG + "gate": "passed" if gate["passed"] else "failed"})
+            TAG + "method": plan.method, TAG + "gate": "passed" if gate["passed"] else "failed",
+            TAG + "digest": upstream.digest})
         result["version"] = version.version
         if gate["passed"] and req.promote:
             registry.set_alias(CHAMPION, version.version)

@@ -51,12 +51,14 @@ class Settings:
     """Held-out upstream examples, never replayed: a count (>= 1) or a fraction (< 1)."""
     warmup_fraction: float = 0.1
     """Online mode: share of the fine-tuning steps before the probes are measured."""
-    steps: int = 150
-    """Fine-tuning steps per task (before the (1 + r) replay extension)."""
-    batch_size: int = 16
-    lr: float = 1e-4
-    lora: bool = False
-    """LoRA (peft) instead of full fine-tuning."""
+    steps: int = 0
+    """Fine-tuning steps per task (before the (1 + r) replay extension); 0 = the world's default."""
+    batch_size: int = 0
+    """Fine-tuning batch size; 0 = the world's default."""
+    lr: float = 0.0
+    """Fine-tuning learning rate; 0 = the world's default (1e-4 full FT on the default world)."""
+    lora: bool | None = None
+    """LoRA (peft) instead of full fine-tuning; unset = the world's default."""
     seed: int = 0
     gate_max_heldout_forgetting: float = 0.5
     """Gate: mean held-out ΔNLL (nats) of a candidate must not exceed this."""
@@ -80,6 +82,11 @@ class Settings:
             raise ServiceError(f"k must be >= 1, got {self.k}; the study uses 30 probes")
         if not 0 < self.warmup_fraction < 1:
             raise ServiceError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
+        for name in ("steps", "batch_size", "lr"):
+            if getattr(self, name) < 0:
+                raise ServiceError(f"{name} must be >= 0 (0 = the world's default), got {getattr(self, name)}")
+        if self.workers < 1:
+            raise ServiceError(f"workers must be >= 1, got {self.workers}")
         if self.heldout <= 0:
             raise ServiceError(f"heldout must be a count >= 1 or a fraction in (0, 1), got {self.heldout}")
 
@@ -117,7 +124,8 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError(raw)
 
 
-_PARSERS: dict[str, Any] = {"int": int, "float": float, "str": str, "Path": Path, "bool": _parse_bool}
+_PARSERS: dict[str, Any] = {"int": int, "float": float, "str": str, "Path": Path, "bool": _parse_bool,
+                            "bool | None": _parse_bool}
 
 
 def _coerce(name: str, raw: Any, typ: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.compute import TrainOutcome, TrainSpec, finetune_config, run_parallel
+from service.compute import TrainOutcome, TrainSpec, finetune_config, run_parallel, task_steps
 from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.errors import ServiceError
 from service.jobs import job_id_for, run_job
@@ -26,6 +26,16 @@ from service.tracking import TAG, RunHandle, Tracker
 def model_key(settings: Settings, version: Version) -> str:
     """Cache key of a version's upstream NLLs: its registering run, unique across lines."""
     return f"run-{version.run_id}"
+
+
+def check_digest(settings: Settings, parent: Version, upstream: Upstream) -> None:
+    """Rows are comparable only within one upstream set: refuse to mix digests."""
+    line_digest = parent.tags.get(TAG + "digest")
+    if line_digest and line_digest != upstream.digest:
+        raise ServiceError(
+            f"model line {settings.model_line!r} version {parent.version} was measured on upstream "
+            f"set {line_digest[:12]} but world {settings.world!r} has {upstream.digest[:12]}; use "
+            "the world the line was initialised with, or start a new line with --model-line")
 
 
 def stats_tags(task: Task, upstream: Upstream, parent: Version, job_kind: str = "stats") -> dict[str, str]:
@@ -66,9 +76,11 @@ def collect_stats(
     registry = Registry(tracker)
     parent = registry.champion()
     upstream = load_upstream(settings)
+    check_digest(settings, parent, upstream)
     tasks = [resolve_task(settings, ref) for ref in task_refs]  # fail fast on an unknown task
     model_dir = registry.local_dir(parent)
     before = load_or_measure_nll(settings, model_key(settings, parent), upstream, model_dir)
+    settings = settings.replace(steps=task_steps(settings))
     cfg = finetune_config(settings, settings.steps, settings.seed).to_dict()
 
     results: list[dict[str, Any] | None] = [None] * len(tasks)

@@ -1,0 +1,358 @@
+"""Remote jobs: submit to the Celery workers, follow progress, list / show / cancel / retry.
+
+Usage::
+
+    jobs = RemoteJobs(settings)                        # needs FTCTL_BROKER_URL
+    job = jobs.submit_release(ReleaseRequest(task="wn_noun_food"))   # -> {"job_id": ...}
+    result = jobs.wait(job["job_id"], progress=print)  # stage, step, ETA until done
+    jobs.list(); jobs.show(job_id); jobs.cancel(job_id); jobs.retry(job_id)
+
+A job is identified by its ftctl job id (the idempotency key also tagged on its MLflow run), not
+by a Celery task id: submitting the same job twice returns the existing job, and a worker that
+receives a job whose run already FINISHED returns the recorded result. Each job has a small
+record in Redis (`ftctl:<prefix>job:<id>`: kind, arguments, Celery task ids, state, last progress
+message) so that `jobs list` needs neither the result backend's key scan nor MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.errors import ServiceError
+from service.settings import Settings
+
+TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELLED", "REVOKED"})
+# Settings a submitter may override per job; everything else (paths, URIs) is the workers' own.
+JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
+                 "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting")
+
+
+def job_overrides(settings: Settings) -> dict[str, Any]:
+    """The per-job settings travelling with a job (JSON primitives only)."""
+    return {k: getattr(settings, k) for k in JOB_OVERRIDES}
+
+
+class JobStore:
+    """Job records, locks, attempt counters and cancel flags in Redis (all under one prefix)."""
+
+    # Delete the lock only if we still own it (a stale owner must not free a new owner's lock).
+    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+    _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30,
+                                      health_check_interval=30, retry_on_timeout=True)
+        self.p = prefix
+
+    @classmethod
+    def for_app(cls, app: Any) -> JobStore:
+        return cls(app.conf.result_backend, app.ftctl_dist.key_prefix)
+
+    def key(self, kind: str, job_id: str = "") -> str:
+        return f"{self.p}{kind}:{job_id}" if job_id else f"{self.p}{kind}"
+
+    def create(self, job_id: str, record: dict[str, Any]) -> bool:
+        """Store a new record; False (and nothing written) if the job id already has one."""
+        key = self.key("job", job_id)
+        fields = {k: _enc(v) for k, v in record.items()}
+        if not self.r.hsetnx(key, "job_id", job_id):
+            return False
+        self.r.hset(key, mapping=fields)
+        self.r.zadd(self.key("jobs"), {job_id: time.time()})
+        return True
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(self.key("job", job_id))
+        return {k: _dec(v) for k, v in raw.items()} if raw else None
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        fields["updated"] = time.time()
+        self.r.hset(self.key("job", job_id), mapping={k: _enc(v) for k, v in fields.items()})
+
+    def ids(self, limit: int = 50) -> list[str]:
+        return list(self.r.zrevrange(self.key("jobs"), 0, limit - 1))
+
+    def acquire(self, job_id: str, owner: str, ttl: int) -> bool:
+        return bool(self.r.set(self.key("lock", job_id), owner, nx=True, ex=ttl))
+
+    def renew(self, job_id: str, owner: str, ttl: int) -> bool:
+        return bool(self.r.eval(self._RENEW, 1, self.key("lock", job_id), owner, ttl))
+
+    def release(self, job_id: str, owner: str) -> None:
+        self.r.eval(self._RELEASE, 1, self.key("lock", job_id), owner)
+
+    def lock_owner(self, job_id: str) -> str | None:
+        return self.r.get(self.key("lock", job_id))
+
+    def start_attempt(self, job_id: str) -> int:
+        """Count a delivery that started; reset by `end_attempt` when the task exits cleanly, so
+        the count is the number of consecutive deliveries whose worker died."""
+        return int(self.r.incr(self.key("attempts", job_id)))
+
+    def end_attempt(self, job_id: str) -> None:
+        self.r.delete(self.key("attempts", job_id))
+
+    def cancel(self, job_id: str) -> None:
+        self.r.set(self.key("cancel", job_id), "1", ex=30 * 24 * 3600)
+
+    def cancelled(self, job_id: str) -> bool:
+        return bool(self.r.exists(self.key("cancel", job_id)))
+
+    def clear(self, job_id: str) -> None:
+        self.r.delete(self.key("cancel", job_id), self.key("attempts", job_id))
+
+    def queue_length(self, queue: str) -> int:
+        return int(self.r.llen(queue))
+
+
+def _enc(v: Any) -> str:
+    return json.dumps(v, default=str)
+
+
+def _dec(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def content_digest(ref: str) -> str:
+    """What a task reference stands for: the file's bytes (or a folder's files), else the name."""
+    p = Path(ref)
+    h = hashlib.sha256()
+    if p.is_file():
+        h.update(p.read_bytes())
+    elif p.is_dir():
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            h.update(f.read_bytes())
+    else:
+        h.update(ref.encode())
+    return h.hexdigest()[:16]
+
+
+class RemoteJobs:
+    """The client side of the distributed mode."""
+
+    def __init__(self, settings: Settings, app: Any = None) -> None:
+        from service.celery_app import make_app
+
+        self.settings = settings
+        self.app = app or make_app(settings)
+        self.store = JobStore.for_app(self.app)
+
+    # -- submission -------------------------------------------------------------------------
+    def _send(self, job_id: str, kind: str, args: dict[str, Any], *, resubmit: bool = False) -> dict[str, Any]:
+        """Create the job record and send the job's canvas, unless the job already exists."""
+        record = self.store.get(job_id)
+        if record is not None and not resubmit:
+            return {**record, "submitted": False}
+        n = int(record.get("submissions", 0)) + 1 if record else 1
+        # A fresh Celery task id per submission: revoked ids are remembered by the workers.
+        task_id = f"{job_id}.{n}"
+        canvas = build_canvas(self.app, kind, job_id, args, task_id)
+        fields = {"job_id": job_id, "kind": kind, "args": args, "task_id": task_id,
+                  "state": "PENDING", "submitted": time.time(), "submissions": n, "message": "queued",
+                  "queue": self.app.amqp.router.route({}, _task_name(kind))["queue"].name}
+        if record is None:
+            if not self.store.create(job_id, fields):  # lost a race with an identical submit
+                return {**(self.store.get(job_id) or {}), "submitted": False}
+        else:
+            self.store.clear(job_id)
+            self.store.update(job_id, **{k: v for k, v in fields.items() if k != "job_id"})
+        canvas.apply_async()
+        return {**fields, "submitted": True}
+
+    def submit_release(self, req: Any, job_id: str = "") -> dict[str, Any]:
+        """Queue a release; the job id pins the parent (current @champion) and the task data."""
+        from service.registry import Registry
+        from service.tracking import Tracker
+
+        parent = req.parent_version or Registry(Tracker(self.settings)).champion().version
+        request = {**dataclasses.asdict(req), "parent_version": parent}
+        overrides = job_overrides(self.settings)
+        if not job_id:
+            from service.jobs import job_id_for
+
+            job_id = req.job_id or job_id_for(
+                "release", request={k: v for k, v in request.items() if k not in ("job_id", "name")},
+                data=content_digest(req.task), overrides=overrides, line=self.settings.model_line)
+        request["job_id"] = job_id
+        return self._send(job_id, "release", {"request": request, "overrides": overrides})
+
+    def submit_stats(self, task_ref: str) -> dict[str, Any]:
+        from service.jobs import job_id_for
+
+        overrides = job_overrides(self.settings)
+        job_id = job_id_for("stats-remote", task=task_ref, data=content_digest(task_ref),
+                            overrides=overrides, line=self.settings.model_line,
+                            champion=self._champion_version())
+        return self._send(job_id, "stats", {"task_ref": task_ref, "overrides": overrides})
+
+    def submit_measure(self, version: int = 0, shards: int = 2) -> dict[str, Any]:
+        """Sharded NLL measurement of a version on the whole upstream set (merged into one row)."""
+        from service.jobs import job_id_for
+
+        if shards < 1:
+            raise ServiceError(f"shards must be >= 1, got {shards}")
+        version = version or self._champion_version()
+        job_id = job_id_for("measure", version=version, line=self.settings.model_line,
+                            world=self.settings.world, seed=self.settings.seed)
+        return self._send(job_id, "measure", {"version": version, "shards": shards,
+                                              "overrides": job_overrides(self.settings)})
+
+    def submit_diagnose(self, seconds: float = 1.0, steps: int = 5, job_id: str = "",
+                        queue: str = "gpu") -> dict[str, Any]:
+        """A diagnostic job: reaches the tracking store, runs `steps` timed steps, records a run."""
+        from service.jobs import job_id_for
+
+        job_id = job_id or job_id_for("diagnose", t=time.time())
+        return self._send(job_id, "diagnose", {"seconds": seconds, "steps": steps, "queue": queue})
+
+    def _champion_version(self) -> int:
+        from service.registry import Registry
+        from service.tracking import Tracker
+
+        return Registry(Tracker(self.settings)).champion().version
+
+    # -- observation ------------------------------------------------------------------------
+    def show(self, job_id: str) -> dict[str, Any]:
+        record = self.store.get(job_id)
+        if record is None:
+            raise ServiceError(f"no job {job_id!r} on broker {_safe(self.settings.broker_url)}; "
+                               "see `ftctl jobs list`")
+        res = self.app.AsyncResult(record["task_id"])
+        state, info = res.state, res.info
+        out = dict(record)
+        if record.get("state") in ("CANCELLED",):
+            state = "CANCELLED"
+        elif state == "PENDING" and record.get("state") not in (None, "PENDING"):
+            state = record["state"]  # e.g. a rejected message: the worker wrote the record
+        out["state"] = state
+        if state == "SUCCESS":
+            out["result"] = info
+        elif state in ("FAILURE", "REVOKED"):
+            out["error"] = record.get("error") or _error_text(info)
+        elif isinstance(info, dict):
+            out["progress"] = info
+        return out
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        out = []
+        for job_id in self.store.ids(limit):
+            try:
+                j = self.show(job_id)
+            except ServiceError:
+                continue
+            out.append({k: j.get(k) for k in ("job_id", "kind", "state", "message", "submitted",
+                                              "updated", "worker", "attempts", "error")})
+        return out
+
+    def wait(self, job_id: str, progress: Callable[[str], None] | None = None,
+             timeout: float | None = None, poll: float = 0.5) -> dict[str, Any]:
+        """Follow a job until it ends; returns its result, raises ServiceError if it failed."""
+        say = progress or (lambda _m: None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = ""
+        while True:
+            j = self.show(job_id)
+            line = describe(j)
+            if line != last:
+                say(line)
+                last = line
+            if j["state"] in TERMINAL:
+                if j["state"] == "SUCCESS":
+                    return j["result"]
+                raise ServiceError(f"job {job_id} {j['state'].lower()}: {j.get('error') or j.get('message')}"
+                                   f"; inspect with `ftctl jobs show {job_id}`, rerun with "
+                                   f"`ftctl jobs retry {job_id}`")
+            if deadline is not None and time.monotonic() > deadline:
+                raise ServiceError(f"job {job_id} still {j['state']} after {timeout:g} s; it keeps "
+                                   f"running — follow it with `ftctl jobs show {job_id}`")
+            time.sleep(poll)
+
+    # -- control ----------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel: a queued job never starts; a running one stops at its next progress report."""
+        j = self.show(job_id)
+        if j["state"] in TERMINAL:
+            return {**j, "cancelled": False}
+        self.store.cancel(job_id)
+        self.app.control.revoke(j["task_id"])
+        self.store.update(job_id, state="CANCELLED", message="cancelled by the user")
+        return {**self.show(job_id), "cancelled": True}
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        """Resubmit a failed or cancelled job with the same arguments (same job id)."""
+        j = self.show(job_id)
+        if j["state"] not in ("FAILURE", "CANCELLED", "REVOKED"):
+            raise ServiceError(f"job {job_id} is {j['state']}; only failed or cancelled jobs can be "
+                               "retried (a finished job id returns its recorded result)")
+        return self._send(job_id, j["kind"], j["args"], resubmit=True)
+
+
+def _task_name(kind: str) -> str:
+    return {"release": "ftctl.release", "stats": "ftctl.stats", "measure": "ftctl.measure_shard",
+            "diagnose": "ftctl.diagnose"}[kind]
+
+
+def build_canvas(app: Any, kind: str, job_id: str, args: dict[str, Any], task_id: str) -> Any:
+    """The Celery canvas of a job: arguments are ids, URIs and small JSON dicts only."""
+    from celery import chain, chord, group
+
+    t = app.tasks
+    if kind == "release":
+        # gpu: fine-tune + measure + register (one job run), then cpu: finalize the record.
+        return chain(t["ftctl.release"].si(job_id, args["request"], args["overrides"])
+                     .set(task_id=task_id),
+                     t["ftctl.finalize"].s(job_id))
+    if kind == "stats":
+        return t["ftctl.stats"].si(job_id, args["task_ref"], args["overrides"]).set(task_id=task_id)
+    if kind == "measure":
+        # One flat group of shards + one merge task (no nested chords: celery#5229, #9674).
+        n = args["shards"]
+        shards = group(t["ftctl.measure_shard"].si(job_id, args["version"], i, n, args["overrides"])
+                       for i in range(n))
+        return chord(shards, t["ftctl.merge_shards"].s(job_id, args["version"], args["overrides"])
+                     .set(task_id=task_id))
+    if kind == "diagnose":
+        sig = t["ftctl.diagnose"].si(job_id, args["seconds"], args["steps"]).set(task_id=task_id)
+        return sig.set(queue=app.ftctl_dist.queue(args.get("queue", "gpu")))
+    raise ServiceError(f"unknown job kind {kind!r}; use release, stats, measure or diagnose")
+
+
+def describe(j: dict[str, Any]) -> str:
+    """One progress line: state, stage, step/total and ETA when known."""
+    p = j.get("progress") or {}
+    parts = [f"{j['job_id']}: {j['state']}"]
+    msg = p.get("message") or j.get("message")
+    if msg:
+        parts.append(str(msg))
+    if p.get("total"):
+        parts.append(f"step {p.get('step', 0)}/{p['total']}")
+    if p.get("eta") is not None:
+        parts.append(f"ETA {float(p['eta']):.0f} s")
+    return " — ".join(parts)
+
+
+def _error_text(info: Any) -> str:
+    if isinstance(info, BaseException):
+        text = str(info).strip() or type(info).__name__
+        return f"{type(info).__name__}: {text}" if type(info).__name__ not in text else text
+    return str(info)
+
+
+def _safe(url: str) -> str:
+    """A broker URL without its password (for messages)."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

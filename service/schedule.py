@@ -1,0 +1,285 @@
+"""Scheduled continual fine-tuning: the beat schedule and the inbox of task datasets.
+
+Usage::
+
+    ftctl inbox add data/new_task.jsonl       # or drop the file into <workspace>/inbox/
+    ftctl inbox add wn_noun_food --method mf  # an embedded task: a small pointer file
+    ftctl scheduler                           # Celery beat — run exactly ONE (docs/operations.md)
+
+Schedules (cron expressions or seconds, `FTCTL_SCHEDULE_*`; "off" disables one):
+
+- inbox (`*/5 * * * *`): the oldest ready item becomes a release from the current @champion;
+  one at a time — the next item waits until the previous release has ended;
+- stats (`17 * * * *`): when the gpu queue is idle, statistics jobs for tasks that have no full
+  row on the @champion yet, to keep growing the forgetting matrix;
+- refit (`30 3 * * *`): refit the completion model on the current matrix and snapshot it.
+
+Inbox layout: ready items sit in the folder itself; `processing/` holds the one being released,
+`done/` and `failed/` the rest (a failed item gets `<name>.error.txt` with the reason). Names
+starting with "." or ending in .tmp/.partial are ignored (still being copied), as is anything
+modified in the last `SETTLE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from service.errors import ServiceError
+
+SUBDIRS = ("processing", "done", "failed")
+POINTER = ".task.json"
+SETTLE_SECONDS = 2.0
+
+
+def parse_schedule(expr: str) -> Any:
+    """A 5-field cron expression (minute hour day month weekday) or a number of seconds; None
+    for "off"/""."""
+    from celery.schedules import crontab
+
+    text = str(expr).strip()
+    if text.lower() in ("", "off", "none", "never"):
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = text.split()
+        if len(parts) != 5:
+            raise ServiceError(f"schedule {expr!r} is neither seconds nor a 5-field cron expression "
+                               "(minute hour day month weekday), e.g. '*/5 * * * *'") from None
+        try:
+            return crontab(minute=parts[0], hour=parts[1], day_of_month=parts[2],
+                           month_of_year=parts[3], day_of_week=parts[4])
+        except ValueError as e:
+            raise ServiceError(f"schedule {expr!r} is not a valid cron expression ({e})") from None
+    if seconds <= 0:
+        raise ServiceError(f"schedule {expr!r}: a period in seconds must be > 0")
+    return timedelta(seconds=seconds)
+
+
+def beat_schedule(dist: Any) -> dict[str, dict[str, Any]]:
+    """Celery's beat_schedule from the DistConfig; each tick expires instead of piling up."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, expr, task in (("inbox", dist.schedule_inbox, "ftctl.inbox_scan"),
+                             ("stats", dist.schedule_stats, "ftctl.stats_when_idle"),
+                             ("refit", dist.schedule_refit, "ftctl.refit")):
+        sched = parse_schedule(expr)
+        if sched is not None:
+            out[f"ftctl-{name}"] = {"task": task, "schedule": sched,
+                                    "options": {"queue": dist.queue("cpu"), "expires": 3600}}
+    return out
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """The inbox folder (pure file operations; no broker)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Any, dist: Any) -> Inbox:
+        return cls(Path(dist.inbox) if dist.inbox else settings.workspace.resolve() / "inbox")
+
+    def ensure(self) -> Inbox:
+        for d in SUBDIRS:
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def add(self, data: str, *, method: str = "", mode: str = "") -> Path:
+        """Copy a dataset (file or folder) in atomically, or write a pointer to a task name/URI."""
+        self.ensure()
+        src = Path(data)
+        opts = {k: v for k, v in (("method", method), ("mode", mode)) if v}
+        if src.exists() and not opts:
+            dst = self._free(src.name)
+            tmp = dst.with_name(f".{dst.name}.partial")
+            if src.is_dir():
+                shutil.copytree(src, tmp)
+            else:
+                shutil.copy2(src, tmp)
+            os.utime(tmp)  # the copy is new: settle timing starts now
+            os.replace(tmp, dst)
+            return dst
+        task = str(src.resolve()) if src.exists() else data
+        dst = self._free(f"{src.stem or 'task'}{POINTER}")
+        tmp = dst.with_name(f".{dst.name}.partial")
+        tmp.write_text(json.dumps({"task": task, **opts}))
+        os.replace(tmp, dst)
+        return dst
+
+    def _free(self, name: str) -> Path:
+        """A name not yet used in the inbox or its subfolders (a same-named dataset added twice
+        is two items)."""
+        for i in range(10_000):
+            cand = name if i == 0 else f"{Path(name).stem}-{i}{''.join(Path(name).suffixes)}"
+            if not any((d / cand).exists() for d in (self.root, *(self.root / s for s in SUBDIRS))):
+                return self.root / cand
+        raise ServiceError(f"too many items named {name} in {self.root}; clean up done/")
+
+    def ready(self, now: float | None = None) -> list[Path]:
+        """Items ready to release, oldest first."""
+        now = time.time() if now is None else now
+        if not self.root.exists():
+            return []
+        items = [p for p in self.root.iterdir()
+                 if p.name not in SUBDIRS and not p.name.startswith(".")
+                 and not p.name.endswith((".tmp", ".partial"))
+                 and now - p.stat().st_mtime >= SETTLE_SECONDS]
+        return sorted(items, key=lambda p: (p.stat().st_mtime, p.name))
+
+    def claim(self, item: Path) -> Path:
+        self.ensure()
+        dst = self.root / "processing" / item.name
+        os.replace(item, dst)
+        return dst
+
+    def finish(self, item: Path, ok: bool, note: str = "") -> Path:
+        self.ensure()
+        dst = self.root / ("done" if ok else "failed") / item.name
+        if item.exists():
+            os.replace(item, dst)
+        if note:
+            dst.with_name(dst.name + (".result.json" if ok else ".error.txt")).write_text(note)
+        return dst
+
+    @staticmethod
+    def request_for(item: Path) -> dict[str, Any]:
+        """The ReleaseRequest fields an item stands for."""
+        if item.name.endswith(POINTER):
+            try:
+                spec = json.loads(item.read_text())
+            except json.JSONDecodeError as e:
+                raise ServiceError(f"inbox pointer {item.name} is not JSON ({e}); write "
+                                   '{"task": "NAME-OR-PATH"}') from None
+            if not isinstance(spec, dict) or not spec.get("task"):
+                raise ServiceError(f'inbox pointer {item.name} needs a "task" field')
+            unknown = set(spec) - {"task", "method", "mode"}
+            if unknown:
+                raise ServiceError(f"inbox pointer {item.name}: unknown fields {sorted(unknown)}; "
+                                   "allowed: task, method, mode")
+            return spec
+        return {"task": str(item)}
+
+
+# -- beat-triggered tasks (registered by service.tasks.register; they run on the cpu queue) ----
+
+def inbox_scan(task: Any) -> dict[str, Any]:
+    """Turn the oldest ready inbox item into a release — one at a time, from the @champion."""
+    from service.release import ReleaseRequest
+    from service.remote import TERMINAL, JobStore, RemoteJobs
+
+    app = task.app
+    settings, dist = app.ftctl_settings, app.ftctl_dist
+    store = JobStore.for_app(app)
+    owner = f"{task.request.id}"
+    if not store.acquire("inbox-scan", owner, 600):
+        return {"action": "skipped", "reason": "another inbox scan is running"}
+    try:
+        inbox = Inbox.of(settings, dist).ensure()
+        jobs = RemoteJobs(settings, app)
+        key = store.key("inbox-current")
+        raw = store.r.get(key)
+        if raw:
+            current = json.loads(raw)
+            j = jobs.show(current["job_id"])
+            if j["state"] not in TERMINAL:
+                return {"action": "waiting", "job_id": current["job_id"], "state": j["state"]}
+            ok = j["state"] == "SUCCESS"
+            note = json.dumps(j.get("result"), default=str) if ok else str(j.get("error"))
+            inbox.finish(Path(current["item"]), ok, note)
+            store.r.delete(key)
+        items = inbox.ready()
+        if not items:
+            return {"action": "idle"}
+        item = inbox.claim(items[0])
+        try:
+            spec = Inbox.request_for(item)
+            req = ReleaseRequest(task=spec["task"], method=spec.get("method", ""),
+                                 mode=spec.get("mode", "online"), name=f"inbox:{item.name}")
+            job = jobs.submit_release(req)
+        except ServiceError as e:
+            inbox.finish(item, False, str(e))
+            return {"action": "rejected", "item": item.name, "error": str(e)}
+        store.r.set(key, json.dumps({"job_id": job["job_id"], "item": str(item)}))
+        return {"action": "submitted", "item": item.name, "job_id": job["job_id"]}
+    finally:
+        store.release("inbox-scan", owner)
+
+
+def stats_when_idle(task: Any) -> dict[str, Any]:
+    """Queue statistics jobs for tasks without a full row on the @champion, if the gpu is idle."""
+    from service.context import load_upstream, load_world
+    from service.registry import Registry
+    from service.remote import TERMINAL, JobStore, RemoteJobs
+    from service.tracking import TAG, Tracker
+
+    app = task.app
+    settings, dist = app.ftctl_settings, app.ftctl_dist
+    store = JobStore.for_app(app)
+    queued = store.queue_length(dist.queue("gpu"))
+    busy = [i for i in store.ids(200)
+            if (r := store.get(i)) and r.get("queue") == dist.queue("gpu") and r.get("state") not in TERMINAL]
+    if queued or busy:
+        return {"action": "skipped", "reason": f"gpu queue busy ({queued} queued, {len(busy)} open jobs)"}
+    tracker = Tracker(settings)
+    champion = Registry(tracker).champion()
+    upstream = load_upstream(settings)
+    have = {r.data.tags.get(TAG + "task") for r in tracker.find_runs(
+        {TAG + "kind": "stats", TAG + "row": "full", TAG + "digest": upstream.digest,
+         TAG + "base_version": str(champion.version), TAG + "role": "job"})}
+    missing = sorted(set(load_world(settings).tasks) - have)
+    jobs = RemoteJobs(settings, app)
+    submitted = [jobs.submit_stats(t)["job_id"] for t in missing[: dist.stats_batch]]
+    return {"action": "submitted" if submitted else "idle", "jobs": submitted,
+            "missing": len(missing), "champion": champion.version}
+
+
+def refit(task: Any) -> dict[str, Any]:
+    """Refit the completion model on the current matrix; log a snapshot of the matrix and the fit.
+
+    Releases fit their completer on the live matrix themselves; this job snapshots the matrix
+    (`matrix/forgetting.npz`) and fails early, on a schedule, if the matrix breaks the method.
+    The job id is the set of rows: an unchanged matrix is not refit.
+    """
+    import tempfile
+
+    from forgetting.completion import make_completer
+    from service.context import load_upstream
+    from service.jobs import job_id_for, run_job
+    from service.matrixstore import assemble
+    from service.registry import Registry
+    from service.tracking import TAG, RunHandle, Tracker
+
+    settings = task.app.ftctl_settings
+    tracker = Tracker(settings)
+    champion = Registry(tracker).champion()
+    upstream = load_upstream(settings)
+    method = settings.method if settings.method not in ("random", "oracle", "none") else "mf"
+    completer = make_completer(method)
+    got = assemble(tracker, upstream, base_version=champion.version, min_rows=completer.min_rows)
+    rows = got.matrix.values.shape[0]
+    if rows < completer.min_rows:
+        return {"action": "skipped", "reason": f"{method} needs {completer.min_rows} rows, the matrix "
+                f"has {rows}; the stats schedule grows it"}
+    job_id = job_id_for("refit", rows=sorted(r.key for r in got.matrix.rows), method=method)
+
+    def body(run: RunHandle) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        completer.fit(got.matrix.values)
+        seconds = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            got.matrix.save(Path(tmp) / "forgetting.npz")
+            run.log_artifacts(Path(tmp), "matrix")
+        run.log_metrics({"rows": float(rows), "fit_seconds": seconds})
+        return {"method": method, "rows": rows, "columns": int(got.matrix.values.shape[1]),
+                "fit_seconds": seconds, "note": got.note, "champion": champion.version}
+
+    return run_job(tracker, kind="refit", job_id=job_id, name=f"refit:{method}",
+                   tags={TAG + "digest": upstream.digest, TAG + "base_version": str(champion.version)},
+                   body=body)

@@ -1,0 +1,403 @@
+"""Celery tasks: thin wrappers around the in-process pipeline functions, made safe to redeliver.
+
+Every job task runs inside `guarded`:
+
+1. cancelled by the user?  -> stop before doing anything;
+2. take the job's lock in Redis (renewed by a heartbeat thread). Held by a live worker (Redis
+   redelivered a long job's message, celery#5935)  -> retry later instead of training twice;
+3. count the delivery: more consecutive deliveries whose worker died than `max_attempts`
+   -> a poison job (OOM, crash): fail it with the reason instead of looping forever;
+4. the job id already FINISHED in MLflow  -> return the recorded result (idempotency);
+   runs left RUNNING by a dead worker  -> mark them FAILED ("interrupted"), so the run history
+   shows the retry;
+5. run the pipeline function, reporting progress (stage, step, ETA) into the result backend.
+
+Arguments are JSON primitives only: job ids, version numbers, task names/URIs, option dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery.exceptions import Retry
+from celery.worker.consumer import Consumer
+
+from service.errors import ServiceError
+from service.remote import JOB_OVERRIDES, JobStore
+from service.settings import Settings
+
+log = logging.getLogger("ftctl.worker")
+TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+class JobCancelled(ServiceError):
+    """The user cancelled the job (`ftctl jobs cancel`)."""
+
+
+class PoisonJob(ServiceError):
+    """A job whose worker died on every delivery: failed for good instead of redelivered forever."""
+
+
+def job_of(task_id: str | None) -> str:
+    """Job id of a Celery task id (`<job_id>.<submission>`)."""
+    return (task_id or "").rsplit(".", 1)[0]
+
+
+def job_settings(app: Any, overrides: Any) -> Settings:
+    """The worker's settings with the job's per-job overrides (only the allowed keys)."""
+    if not isinstance(overrides, dict):
+        raise ServiceError(f"bad arguments: overrides must be a JSON object, got {type(overrides).__name__}")
+    unknown = sorted(set(overrides) - set(JOB_OVERRIDES))
+    if unknown:
+        raise ServiceError(f"bad arguments: settings {', '.join(unknown)} cannot be set per job; "
+                           f"allowed: {', '.join(JOB_OVERRIDES)}")
+    base: Settings = app.ftctl_settings
+    try:
+        return base.replace(**{k: type(getattr(base, k))(v) for k, v in overrides.items()})
+    except (TypeError, ValueError) as e:
+        raise ServiceError(f"bad arguments: job settings {overrides} are invalid ({e})") from None
+
+
+class Progress:
+    """The progress callback handed to pipeline functions: result backend + job record + cancel."""
+
+    def __init__(self, task: Any, store: JobStore, job_id: str) -> None:
+        self.task, self.store, self.job_id = task, store, job_id
+        self.t0 = time.monotonic()
+
+    def __call__(self, message: str, step: int | None = None, total: int | None = None) -> None:
+        if self.store.cancelled(self.job_id):
+            raise JobCancelled(f"job {self.job_id} was cancelled by the user")
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / step * (total - step) if step and total else None
+        meta = {"message": message, "step": step, "total": total, "eta": eta, "elapsed": elapsed,
+                "stage": self.task.name.removeprefix("ftctl."), "job_id": self.job_id}
+        if self.task.request.id:
+            self.task.update_state(state="PROGRESS", meta=meta)
+        self.store.update(self.job_id, state="PROGRESS", message=message)
+
+
+class Heartbeat(threading.Thread):
+    """Renews the job lock every `period` seconds while the job runs (daemon: dies with us)."""
+
+    def __init__(self, store: JobStore, job_id: str, owner: str, period: int) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.store, self.job_id, self.owner, self.period = store, job_id, owner, period
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.period):
+            try:
+                if not self.store.renew(self.job_id, self.owner, 3 * self.period):
+                    log.warning("lost the lock of job %s", self.job_id)
+            except Exception as e:  # a broker blip: the next beat retries
+                log.warning("heartbeat of job %s failed: %s", self.job_id, e)
+
+
+def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
+            *, tracked: bool = True) -> dict[str, Any]:
+    """Run `work` at most once at a time per job id, idempotently; see the module docstring."""
+    app = task.app
+    dist = app.ftctl_dist
+    store = JobStore.for_app(app)
+    if store.cancelled(job_id):
+        raise JobCancelled(f"job {job_id} was cancelled by the user before it started")
+    owner = f"{task.request.hostname or socket.gethostname()}/{os.getpid()}/{task.request.id}"
+    period = dist.heartbeat_seconds
+    if not store.acquire(job_id, owner, 3 * period):
+        holder = store.lock_owner(job_id)
+        store.update(job_id, message=f"waiting: already running on {holder}")
+        raise task.retry(countdown=period, max_retries=None)
+    beat = Heartbeat(store, job_id, owner, period)
+    beat.start()
+    clean = False
+    try:
+        attempts = store.start_attempt(job_id)
+        store.update(job_id, state="STARTED", worker=task.request.hostname, attempts=attempts,
+                     started=time.time(), message=f"started (delivery {attempts})")
+        if attempts > dist.max_attempts:
+            clean = True
+            raise PoisonJob(
+                f"job {job_id} was started {attempts} times and its worker died each time (out of "
+                f"memory, a crash, a preemption); not retrying it. Fix the cause, then run "
+                f"`ftctl jobs retry {job_id}`")
+        if tracked:
+            done = _finished(app.ftctl_settings, job_id, attempts)
+            if done is not None:
+                clean = True
+                store.update(job_id, state="SUCCESS", message="already finished: recorded result")
+                return done
+        result = work(Progress(task, store, job_id))
+        clean = True
+        store.update(job_id, state="SUCCESS", message="finished", finished=time.time())
+        return result
+    except Retry:
+        clean = True
+        raise
+    except Exception as e:
+        clean = True  # the task ended by itself: not a worker death
+        state = "CANCELLED" if isinstance(e, JobCancelled) else "FAILURE"
+        store.update(job_id, state=state, error=f"{type(e).__name__}: {e}", finished=time.time())
+        raise
+    finally:
+        beat.stopped.set()
+        if clean:
+            store.end_attempt(job_id)
+        store.release(job_id, owner)
+
+
+def _finished(settings: Settings, job_id: str, attempts: int) -> dict[str, Any] | None:
+    """The recorded result of a FINISHED run of this job id; marks runs of dead workers FAILED."""
+    from service.tracking import TAG, Tracker
+
+    tracker = Tracker(settings)
+    done = tracker.find_job(job_id)
+    if done is not None:
+        return {**tracker.job_result(done.info.run_id), "reused": True}
+    # We hold the lock, so a RUNNING run of this job belongs to a worker that died.
+    for run in tracker.find_runs({TAG + "job_id": job_id}, status="RUNNING"):
+        tracker.client.set_tag(run.info.run_id, TAG + "failure",
+                               f"interrupted: its worker died; retried (delivery {attempts})")
+        tracker.client.set_terminated(run.info.run_id, "FAILED")
+    return None
+
+
+# -- the tasks -------------------------------------------------------------------------------
+
+def release(task: Any, job_id: str, request: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """gpu: a whole release job (fine-tune with predicted replay, measure, register, gate)."""
+    from service.release import ReleaseRequest, release_new_task
+
+    settings = job_settings(task.app, overrides)
+    if not isinstance(request, dict) or "task" not in request:
+        raise ServiceError("bad arguments: request must be a JSON object with at least 'task'")
+    try:
+        req = ReleaseRequest(**{**request, "job_id": job_id})
+    except TypeError as e:
+        raise ServiceError(f"bad arguments for ftctl.release: {e}") from None
+    return guarded(task, job_id, lambda progress: release_new_task(settings, req, progress=progress))
+
+
+def finalize(task: Any, result: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """cpu: record the release's outcome on the job (version, gate) once the gpu stage is done."""
+    store = JobStore.for_app(task.app)
+    summary = {k: result.get(k) for k in ("version", "champion", "run_id", "reused", "task")}
+    store.update(job_id, state="SUCCESS", message=f"released version {result.get('version')}"
+                 + (" @champion" if result.get("champion") else ""), summary=summary,
+                 finished=time.time())
+    return result
+
+
+def stats(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """gpu: one statistics job — a full forgetting row for one task on the @champion."""
+    from service.stats import collect_stats
+
+    settings = job_settings(task.app, overrides)
+
+    def work(progress: Progress) -> dict[str, Any]:
+        [result] = collect_stats(settings, [task_ref], progress=progress, workers=1)
+        if "error" in result:
+            raise ServiceError(result["error"])
+        return result
+
+    # collect_stats derives its own MLflow job id and reuses finished rows itself.
+    return guarded(task, job_id, work, tracked=False)
+
+
+def shard_bounds(n: int, index: int, count: int) -> tuple[int, int]:
+    """[start, stop) of shard `index` of `count` over n columns: contiguous, sizes differ by <= 1."""
+    if not 0 <= index < count:
+        raise ServiceError(f"bad arguments: shard {index} of {count} does not exist")
+    return index * n // count, (index + 1) * n // count
+
+
+def measure_shard(task: Any, job_id: str, version: int, index: int, count: int,
+                  overrides: dict[str, Any]) -> dict[str, Any]:
+    """gpu: NLL of one contiguous shard of the upstream set under a registered version.
+
+    Side-effect free (the merge records the row), so a redelivered shard simply runs again.
+    """
+    from service.context import load_upstream
+    from service.registry import Registry
+    from service.tracking import Tracker
+    from training.model import load_model
+    from training.nll import measure_nll
+
+    settings = job_settings(task.app, overrides)
+    if JobStore.for_app(task.app).cancelled(job_id):
+        raise JobCancelled(f"job {job_id} was cancelled by the user")
+    upstream = load_upstream(settings)
+    lo, hi = shard_bounds(upstream.n, int(index), int(count))
+    registry = Registry(Tracker(settings))
+    model, tok = load_model(registry.local_dir(registry.get(int(version))))
+    nll = measure_nll(model, tok, upstream.examples[lo:hi])
+    return {"index": index, "start": lo, "stop": hi, "digest": upstream.digest,
+            "nll": [float(x) for x in nll]}
+
+
+def merge_shards(task: Any, shards: list[dict[str, Any]], job_id: str, version: int,
+                 overrides: dict[str, Any]) -> dict[str, Any]:
+    """cpu: merge the shards into one row: an MLflow artifact + the local NLL cache."""
+    settings = job_settings(task.app, overrides)
+    return guarded(task, job_id, lambda progress: _merge(settings, shards, job_id, int(version), progress))
+
+
+def _merge(settings: Settings, shards: list[dict[str, Any]], job_id: str, version: int,
+           progress: Callable[..., None]) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from service.context import cached_nll, load_upstream
+    from service.jobs import run_job
+    from service.registry import Registry
+    from service.stats import model_key
+    from service.tracking import TAG, RunHandle, Tracker
+
+    upstream = load_upstream(settings)
+    nll = np.full(upstream.n, np.nan)
+    for s in sorted(shards, key=lambda s: s["start"]):
+        if s["digest"] != upstream.digest:
+            raise ServiceError(f"shard {s['index']} was measured on upstream set {s['digest'][:12]}, "
+                               f"this worker has {upstream.digest[:12]}; deploy one world everywhere")
+        nll[s["start"]:s["stop"]] = s["nll"]
+    if np.isnan(nll).any():
+        raise ServiceError(f"the shards cover {int((~np.isnan(nll)).sum())} of {upstream.n} "
+                           "upstream examples; resubmit the job")
+    progress(f"merged {len(shards)} shards into {upstream.n} NLLs")
+    tracker = Tracker(settings)
+    v = Registry(tracker).get(version)
+
+    def body(run: RunHandle) -> dict[str, Any]:
+        df = pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources, "nll": nll})
+        run.log_dataframe(df, "nll/upstream.parquet")
+        run.log_metrics({"nll_mean": float(nll.mean()), "shards": float(len(shards))})
+        path = cached_nll(settings, model_key(settings, v), upstream.digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, nll)
+        os.replace(tmp, path)
+        return {"version": version, "n": upstream.n, "shards": len(shards),
+                "nll_mean": float(nll.mean())}
+
+    tags = {TAG + "digest": upstream.digest, TAG + "base_version": str(version)}
+    return run_job(tracker, kind="measure", job_id=job_id, name=f"measure:v{version}", tags=tags,
+                   body=body)
+
+
+def diagnose(task: Any, job_id: str, seconds: float, steps: int) -> dict[str, Any]:
+    """Any queue: a diagnostic job through the whole job machinery (lock, idempotency, MLflow
+    run, progress) — `ftctl jobs diagnose` checks a deployment end to end without a GPU job."""
+    if not isinstance(seconds, int | float) or not isinstance(steps, int) or steps < 1 or seconds < 0:
+        raise ServiceError(f"bad arguments for ftctl.diagnose: seconds={seconds!r} must be a number "
+                           f">= 0 and steps={steps!r} an integer >= 1")
+    settings: Settings = task.app.ftctl_settings
+
+    def work(progress: Progress) -> dict[str, Any]:
+        from service.jobs import run_job
+        from service.tracking import RunHandle, Tracker
+
+        def body(run: RunHandle) -> dict[str, Any]:
+            for i in range(steps):
+                time.sleep(seconds / steps)
+                progress("diagnose", step=i + 1, total=steps)
+                run.log_metrics({"diagnose_step": float(i + 1)}, step=i + 1)
+            return {"steps": steps, "worker": task.request.hostname, "pid": os.getpid(),
+                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+        return run_job(Tracker(settings), kind="diagnose", job_id=job_id, name="diagnose", tags={},
+                       body=body)
+
+    return guarded(task, job_id, work)
+
+
+def echo(task: Any, value: Any) -> Any:
+    """cpu: returns its argument (dispatch-overhead benchmark, broker round-trip check)."""
+    return value
+
+
+def register(app: Any) -> None:
+    """Register ftctl's tasks on `app` with the retry policy of app.ftctl_dist."""
+    from service import schedule
+
+    dist = app.ftctl_dist
+    job = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "typing": True,
+           "autoretry_for": TRANSIENT, "max_retries": dist.max_retries, "retry_backoff": 5,
+           "retry_backoff_max": 600, "retry_jitter": True}
+    for fn in (release, stats, measure_shard, merge_shards, diagnose, finalize):
+        app.task(name=f"ftctl.{fn.__name__}", **job)(fn)
+    app.task(name="ftctl.echo", bind=True)(echo)
+    for fn in (schedule.inbox_scan, schedule.stats_when_idle, schedule.refit):
+        app.task(name=f"ftctl.{fn.__name__}", **job)(fn)
+    app.conf.beat_schedule = schedule.beat_schedule(dist)
+    _connect_signals()
+
+
+_SIGNALS: list[Any] = []
+
+
+def _connect_signals() -> None:
+    """Write failures that never reach a task body (bad args, unknown task) into the job record."""
+    if _SIGNALS:
+        return
+    from celery import signals
+
+    def on_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                   **_: Any) -> None:
+        dist = getattr(getattr(sender, "app", None), "ftctl_dist", None)
+        if dist is None or not task_id:
+            return
+        _record_error(sender.app, job_of(task_id), f"{type(exception).__name__}: {exception}")
+
+    def on_unknown(sender: Any = None, name: str = "", id: str = "", **_: Any) -> None:
+        app = getattr(sender, "app", None)
+        if getattr(app, "ftctl_dist", None) is not None and id:
+            _record_error(app, job_of(id), f"unknown task {name!r}: this worker runs ftctl "
+                          f"{', '.join(sorted(ROUTES))}; upgrade the worker or fix the task name")
+
+    from service.celery_app import ROUTES
+
+    signals.task_failure.connect(on_failure, weak=False)
+    signals.task_unknown.connect(on_unknown, weak=False)
+    _SIGNALS.extend([on_failure, on_unknown])
+
+
+def _record_error(app: Any, job_id: str, error: str) -> None:
+    try:
+        store = JobStore.for_app(app)
+        if store.get(job_id) is not None and store.get(job_id).get("state") != "CANCELLED":  # type: ignore[union-attr]
+            store.update(job_id, state="FAILURE", error=error, finished=time.time())
+    except Exception as e:  # recording must never take the worker down
+        log.warning("could not record the failure of job %s: %s", job_id, e)
+
+
+class JobConsumer(Consumer):
+    """Celery's consumer, plus: a message it cannot decode (not JSON, pickle refused) fails its
+    job with a clear error instead of vanishing from the job's status. The worker keeps serving."""
+
+    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+        super().on_decode_error(message, exc)
+        self._refused(message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        super().on_invalid_task(body, message, exc)
+        self._refused(message, exc)
+
+    def _refused(self, message: Any, exc: BaseException) -> None:
+        task_id = (message.headers or {}).get("id")
+        if not task_id:
+            return
+        err = (f"message refused: {type(exc).__name__}: {exc} (content type "
+               f"{message.content_type}); ftctl accepts JSON task messages only")
+        try:
+            from celery.exceptions import Reject
+
+            self.app.backend.mark_as_failure(task_id, Reject(err, requeue=False))
+        except Exception as e:
+            log.warning("could not mark message %s failed: %s", task_id, e)
+        _record_error(self.app, job_of(task_id), err)

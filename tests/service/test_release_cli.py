@@ -1,0 +1,173 @@
+"""End to end through the CLI on the tiny world with a real SQLite tracking store:
+init → statistics for 3 tasks → release new-task → registry, artifacts, idempotency, errors.
+
+One workspace per module: the steps build on each other like a user's session would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+
+STATS_TASKS = ["translate_fra", "wn_noun_food", "py_io"]
+NEW_TASK = "translate_deu"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ws")
+
+
+def ftctl(ws: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--workspace", str(ws), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def ok_json(ws: Path, *args: str) -> object:
+    code, out, err = ftctl(ws, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def tracker(ws: Path):
+    from service.settings import load_settings
+    from service.tracking import Tracker
+
+    return Tracker(load_settings(overrides={"workspace": ws}, env={}))
+
+
+def matrix_rows(ws: Path) -> int:
+    from service.tracking import TAG
+
+    return len(tracker(ws).find_runs({TAG + "kind": "stats", TAG + "role": "job"}))
+
+
+def test_init_registers_base_as_champion(ws: Path) -> None:
+    r = ok_json(ws, "init", "--world", "tiny")
+    assert r["version"] == 1 and r["world"] == "tiny" and r["upstream_examples"] == 210
+    versions = ok_json(ws, "release", "list")
+    assert [v["version"] for v in versions] == [1]
+    assert "champion" in versions[0]["aliases"]
+    assert ok_json(ws, "init", "--world", "tiny")["reused"] is True
+
+
+def test_stats_collect_grows_the_matrix(ws: Path) -> None:
+    results = ok_json(ws, "stats", "collect", *STATS_TASKS, "--workers", "2")
+    assert [r["task"] for r in results] == STATS_TASKS
+    assert all(r["task_loss_after"] < r["task_loss_before"] for r in results)
+    assert matrix_rows(ws) == 3
+    again = ok_json(ws, "stats", "collect", STATS_TASKS[0])
+    assert again[0]["reused"] is True and matrix_rows(ws) == 3
+
+
+def test_analyze_reports_r2_by_rank(ws: Path) -> None:
+    r = ok_json(ws, "forgetting", "analyze")
+    assert r["rows"] == 3 and r["columns"] == 210
+    r2 = r["report"]["svd_r2"]
+    assert r2["3"] == pytest.approx(1.0, abs=1e-6)  # 3 rows: rank 3 fits exactly
+    assert 0 < r2["1"] <= r2["2"] <= r2["3"]
+
+
+def test_release_new_task_registers_and_gates(ws: Path) -> None:
+    r = ok_json(ws, "release", "new-task", NEW_TASK, "--method", "mf", "--measure-all", "--k", "20", "--job-id", "rel-deu-1")
+    assert r["version"] == 2 and r["method"] in ("mf", "additive")
+    assert r["task_loss_after"] < r["task_loss_before"]
+    assert r["replayed"] >= 1 and r["budget"] == r["replayed"]
+    versions = {v["version"]: v for v in ok_json(ws, "release", "list")}
+    assert "candidate" in versions[2]["aliases"]
+    assert ("champion" in versions[2]["aliases"]) == r["gate"]["passed"]
+    assert versions[2]["tags"]["ftctl.parent_version"] == "1"
+
+    t = tracker(ws)
+    run = t.get_run(r["run_id"])
+    assert run.info.status == "FINISHED"
+    row = t.load_row(r["run_id"])
+    assert len(row) == 210 and row["example_id"].is_unique
+    assert set(row.columns) >= {"example_id", "source", "nll_before", "nll_after", "delta", "replayed", "heldout"}
+    assert row["replayed"].sum() >= 1 and not (row["replayed"] & row["heldout"]).any()
+    children = t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{r['run_id']}'")
+    assert {c.info.run_name for c in children} == {"train", "predict", "measure"}
+    measure = next(c for c in children if c.info.run_name == "measure")
+    names = {a.path for a in t.client.list_artifacts(measure.info.run_id, "figures")}
+    assert names == {"figures/forgetting_hist.png", "figures/forgetting_by_source.png"}
+    table = json.loads(Path(t.client.download_artifacts(measure.info.run_id, "forgetting/top_forgotten.json")).read_text())
+    top = pd.DataFrame(table["data"], columns=table["columns"])
+    assert len(top) == 50 and top["delta"].is_monotonic_decreasing and top["text"].str.len().gt(0).all()
+    train = next(c for c in children if c.info.run_name == "train")
+    assert t.client.get_metric_history(train.info.run_id, "loss")  # Lightning's MLFlowLogger
+
+
+def test_rerun_of_the_same_job_is_reused(ws: Path) -> None:
+    r = ok_json(ws, "release", "new-task", NEW_TASK, "--method", "mf", "--measure-all", "--k", "20", "--job-id", "rel-deu-1")
+    assert r["reused"] is True and r["version"] == 2
+    assert [v["version"] for v in ok_json(ws, "release", "list")] == [1, 2]
+
+
+def test_promote_and_rollback_move_the_champion(ws: Path) -> None:
+    assert ok_json(ws, "release", "promote", "2")["champion"] == 2
+    assert ok_json(ws, "release", "rollback")["champion"] == 1
+    assert ok_json(ws, "release", "promote", "2")["champion"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["release", "new-task", "no_such_task"], "unknown task"),
+        (["stats", "collect", "wn_nounfood"], "unknown task"),
+        (["release", "promote", "99"], "no version 99"),
+        (["init", "--world", "tiny", "--model-line", "other", "--model", "/nonexistent/model"], "not a Hugging Face model directory"),
+        (["--tracking-uri", "http://127.0.0.1:9", "release", "list"], "cannot be reached"),
+        (["stats", "collect", "translate_fra", "--steps", "-3"], "steps must be >= 0"),
+    ],
+)
+def test_bad_input_fails_clearly_and_leaves_the_matrix_alone(ws: Path, args: list[str], needle: str) -> None:
+    before = matrix_rows(ws)
+    code, out, err = ftctl(ws, *args)
+    assert code == 1, (out, err)
+    assert needle in err and "Traceback" not in err
+    assert matrix_rows(ws) == before
+
+
+def test_corrupt_task_file_fails_clearly(ws: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "task.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{not json\n')
+    code, _, err = ftctl(ws, "release", "new-task", str(bad))
+    assert code == 1 and "task.jsonl" in err
+    assert matrix_rows(ws) == 3
+
+
+def test_upstream_digest_mismatch_is_refused(ws: Path) -> None:
+    from service.errors import ServiceError
+    from service.settings import load_settings
+    from service.stats import collect_stats
+
+    s = load_settings(overrides={"workspace": ws, "world": "default"}, env={})
+    with pytest.raises(ServiceError, match="measured on upstream set"):
+        collect_stats(s, ["translate_fra"])
+    assert matrix_rows(ws) == 3
+
+
+def test_failed_job_leaves_a_failed_run_with_the_reason(ws: Path) -> None:
+    # Break the champion's weights on disk: the statistics job starts, fails inside the
+    # fine-tune, and must end as a FAILED run with the reason — and no row in the matrix.
+    from service.registry import Registry
+    from service.tracking import TAG
+
+    assert ok_json(ws, "release", "rollback", "1")["champion"] == 1  # its upstream NLL is cached
+    t = tracker(ws)
+    registry = Registry(t)
+    model_dir = registry.local_dir(registry.champion())
+    for f in model_dir.glob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    code, _, err = ftctl(ws, "stats", "collect", "wn_verb_motion")
+    assert code == 1 and "wn_verb_motion" in err
+    failed = t.find_runs({TAG + "kind": "stats", TAG + "task": "wn_verb_motion"}, status="FAILED")
+    assert len(failed) == 1 and failed[0].data.tags[TAG + "failure"]
+    assert matrix_rows(ws) == 3
