@@ -95,9 +95,10 @@ class Predictor:
                  method: str, task: Task) -> None:
         from forgetting.completion import make_completer
         from forgetting.probes import choose_probes
+        from service.predict import make_method
 
-        self.method, self.note = method, ""
-        self.completer = make_completer(method)
+        self.method, self.note, self.task_embedding = method, "", None
+        self.completer = make_method(settings, method, upstream)
         got = assemble(tracker, upstream, base_version=parent.version,
                        min_rows=self.completer.min_rows, exclude_tasks=frozenset({task.name}))
         self.rows = got.matrix.values.shape[0]
@@ -110,17 +111,19 @@ class Predictor:
             self.method = fallback
             self.completer = make_completer(fallback) if fallback != "random" else None
         if self.completer is not None:
-            if method == "semantic":
-                raise ServiceError("the semantic method needs embeddings; use `ftctl forgetting "
-                                   "evaluate --method semantic` (release support is not wired yet)")
             self.completer.fit(got.matrix.values)
+        if self.method == "semantic":
+            from training.world.embeddings import task_embedding
+
+            self.task_embedding = task_embedding(task.train, settings.cache_dir / "embeddings")
         self.probes = choose_probes(upstream.n, min(settings.k, int((~upstream.heldout).sum())),
                                     seed=settings.seed, exclude=upstream.heldout)
 
     def predict(self, probe_delta: np.ndarray) -> np.ndarray | None:
         if self.completer is None:
             return None
-        return np.asarray(self.completer.fold_in(self.probes, probe_delta), dtype=np.float64)
+        pred = self.completer.fold_in(self.probes, probe_delta, task_embedding=self.task_embedding)
+        return np.asarray(pred, dtype=np.float64)
 
 
 def release_new_task(settings: Settings, req: ReleaseRequest,

@@ -75,6 +75,26 @@ def test_analyze_reports_r2_by_rank(ws: Path) -> None:
     assert 0 < r2["1"] <= r2["2"] <= r2["3"]
 
 
+def test_evaluate_predict_and_recommend(ws: Path) -> None:
+    r = ok_json(ws, "forgetting", "evaluate", "--method", "additive", "--method", "mf",
+                "--seeds", "2", "--k", "20", "--split", "loo")
+    res = r["report"]["results"]
+    assert set(res) == {"additive", "mf"} and r["rows"] == 3
+    assert all(0 <= m["metrics"]["rmse_x100"]["mean"] < 100 for m in res.values())
+    p = ok_json(ws, "forgetting", "predict", "translate_fra", "--method", "additive", "--top", "5", "--k", "20")
+    assert len(p["top"]) == 5 and p["known_rows"] == 2 and "versus_measured" in p
+    preds = [t["predicted"] for t in p["top"]]
+    assert preds == sorted(preds, reverse=True)
+    rec = ok_json(ws, "replay", "recommend", "translate_fra", "--method", "additive", "--budget", "4")
+    assert len(rec["replay"]) == 4 and len({x["example_id"] for x in rec["replay"]}) == 4
+    from service.context import load_upstream
+    from service.settings import load_settings
+
+    up = load_upstream(load_settings(overrides={"workspace": ws}, env={}))
+    held = {i for i, h in zip(up.ids, up.heldout, strict=True) if h}
+    assert not held & {x["example_id"] for x in rec["replay"]}
+
+
 def test_release_new_task_registers_and_gates(ws: Path) -> None:
     r = ok_json(ws, "release", "new-task", NEW_TASK, "--method", "mf", "--measure-all", "--k", "20", "--job-id", "rel-deu-1")
     assert r["version"] == 2 and r["method"] in ("mf", "additive")
