@@ -58,6 +58,36 @@ def _as_row(values: Any, n: int, what: str) -> np.ndarray:
     return arr
 
 
+def _mmap_member(path: Path, member: str) -> np.ndarray:
+    """Memory-map an uncompressed .npy member of an .npz (np.load ignores mmap_mode for .npz).
+
+    `save` writes with `np.savez` (ZIP_STORED), so the member's bytes sit contiguously in the
+    file: skip the zip local header (30 bytes + name + extra) and the .npy header, then map.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ForgettingError(f"{path}: {member} is compressed and cannot be memory-mapped.")
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+        start += int.from_bytes(local[28:30], "little")
+        fh.seek(start)
+        version = np.lib.format.read_magic(fh)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+
+
 @dataclass
 class ForgettingMatrix:
     """Dense float32 (M, N) matrix with row metadata, column ids and the upstream-set digest."""
@@ -68,7 +98,7 @@ class ForgettingMatrix:
     digest: str
 
     def __post_init__(self) -> None:
-        self.values = np.asarray(self.values, dtype=np.float32)
+        self.values = np.asanyarray(self.values, dtype=np.float32)  # keeps a memmap a memmap
         self.example_ids = [str(i) for i in self.example_ids]
         self.rows = list(self.rows)
         if self.values.ndim != 2:
@@ -110,13 +140,11 @@ class ForgettingMatrix:
             for _, ids, _ in rows:
                 order.update(dict.fromkeys(map(str, ids)))
             example_ids = list(order)
-        out = cls(
-            np.full((0, len(example_ids)), np.nan, np.float32), list(example_ids), [], digest
-        )
+        columns = cls(np.zeros((0, len(example_ids)), np.float32), list(example_ids), [], digest)
         block = np.full((len(rows), len(example_ids)), np.nan, dtype=np.float32)
-        for i, (meta, ids, vals) in enumerate(rows):
-            block[i, out.column_index(ids)] = _as_row(vals, len(ids), f"row {meta.key!r}")
-        return cls(block, out.example_ids, [meta for meta, _, _ in rows], digest)
+        for i, (meta, ids, vals) in enumerate(rows):  # one vectorised scatter per row
+            block[i, columns.column_index(ids)] = _as_row(vals, len(ids), f"row {meta.key!r}")
+        return cls(block, columns.example_ids, [meta for meta, _, _ in rows], digest)
 
     def column_index(self, ids: Sequence[str]) -> np.ndarray:
         """Column positions of `ids` (int64); unknown ids raise `ForgettingError`."""
@@ -199,11 +227,14 @@ class ForgettingMatrix:
     def select_columns(self, ids_or_mask: Any) -> ForgettingMatrix:
         """Columns by example-id list or bool mask (in the given order)."""
         arr = np.asarray(ids_or_mask)
-        idx = np.flatnonzero(arr) if arr.dtype == bool else self.column_index(list(arr.reshape(-1)))
-        if arr.dtype == bool and arr.shape != (self.n_examples,):
-            raise ForgettingError(
-                f"column mask has shape {arr.shape}, expected ({self.n_examples},)."
-            )
+        if arr.dtype == bool:
+            if arr.shape != (self.n_examples,):
+                raise ForgettingError(
+                    f"column mask has shape {arr.shape}, expected ({self.n_examples},)."
+                )
+            idx = np.flatnonzero(arr)
+        else:
+            idx = self.column_index(list(arr.reshape(-1)))
         return ForgettingMatrix(
             self.values[:, idx], [self.example_ids[j] for j in idx], self.rows, self.digest
         )
@@ -236,14 +267,20 @@ class ForgettingMatrix:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, expected_digest: str | None = None) -> ForgettingMatrix:
-        """Read a matrix saved by `save`; refuses a different upstream digest when one is given."""
+    def load(
+        cls, path: str | Path, *, expected_digest: str | None = None, mmap: bool = False
+    ) -> ForgettingMatrix:
+        """Read a matrix saved by `save`; refuses a different upstream digest when one is given.
+
+        `mmap=True` maps the values read-only from the file instead of reading them (for
+        matrices of hundreds of MB: rows are paged in as they are used).
+        """
         path = Path(path)
         if not path.exists():
             raise ForgettingError(f"no forgetting matrix at {path}; build one or fix the path.")
         try:
             with np.load(path, allow_pickle=False) as data:
-                values = data["values"]
+                values = _mmap_member(path, "values.npy") if mmap else data["values"]
                 ids = data["example_ids"].tolist()
                 meta = json.loads(str(data["meta"]))
         except (OSError, KeyError, ValueError) as exc:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    held = heldout_mask(upstream.ids, 10_000, seed=0)        # or a fraction, e.g. 0.25
+    held = heldout_mask(upstream.ids, default_heldout_size(len(upstream.ids)), seed=0)
     budget = replay_budget(len(task.train), 1 / 32)         # int(n * r) + 1
     plan = sample_replay(pred_row, budget, temperature=0.1, exclude=held, seed=0)
     plan.ids(upstream.ids)                                   # [(example id, weight), ...]
@@ -66,10 +66,10 @@ def heldout_mask(example_ids: Sequence[str], size: int | float, seed: int = 0) -
     if isinstance(size, float) and not size.is_integer():
         if not 0 < size < 1:
             raise ForgettingError(f"held-out fraction must be in (0, 1), got {size}.")
-        count = int(round(size * n))
+        count = round(size * n)
     else:
         count = int(size)
-    if count < 0 or count >= max(n, 1) and count > 0:
+    if count < 0 or (count >= max(n, 1) and count > 0):
         raise ForgettingError(
             f"held-out size {count} leaves no examples to replay out of {n}; pass a smaller "
             "count or a fraction such as 0.25."
@@ -81,6 +81,15 @@ def heldout_mask(example_ids: Sequence[str], size: int | float, seed: int = 0) -
         h = id_hash(example_ids, seed)
         mask[np.argpartition(h, count - 1)[:count]] = True
     return mask
+
+
+def default_heldout_size(n: int) -> int | float:
+    """The reference's 10,000 held-out examples when the set is large (N >= 40,000), else 25 %.
+
+    A fixed 10,000 would swallow a small upstream set; a quarter keeps three quarters replayable
+    (the prototype world held out 500 of 2,000).
+    """
+    return 10_000 if n >= 40_000 else 0.25
 
 
 def replay_budget(n_task: int, ratio: float) -> int:
@@ -140,7 +149,9 @@ def sample_replay(
     logits = s[cand] / temperature
     if strategy == "uniform":
         pick = np.random.default_rng(seed).choice(cand.size, size=budget, replace=False)
-        return ReplayPlan(cand[pick], np.full(budget, 1.0 / max(cand.size, 1)), strategy, temperature)
+        return ReplayPlan(
+            cand[pick], np.full(budget, 1.0 / max(cand.size, 1)), strategy, temperature
+        )
     probs = np.exp(logits - logits.max()) if cand.size else logits
     probs = probs / probs.sum() if cand.size else probs
     if strategy == "topk":

@@ -132,9 +132,7 @@ class Completer(ABC):
         out = self._fold_in(c, v, task_embedding)
         return np.asarray(out, dtype=np.float32)
 
-    def predict_rows(
-        self, partial: Any, task_embeddings: np.ndarray | None = None
-    ) -> np.ndarray:
+    def predict_rows(self, partial: Any, task_embeddings: np.ndarray | None = None) -> np.ndarray:
         """Batch fold-in: each row of `partial` (B, N) holds probe values and NaN elsewhere."""
         p = np.asarray(partial, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != self.n_items:

@@ -65,6 +65,7 @@ class KNNCompleter(Completer):
         self.bias = BiasModel.fit(z, cfg.reg_item, cfg.reg_task, cfg.iters)
         # Residuals are the model's memory (M x N float32, NaN kept for "unobserved").
         self.resid = z - self.bias.baseline()
+        self.complete = not np.isnan(self.resid).any()
 
     def similarities(self, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
         """(M,) similarity of a new task (its probes) to every known task."""
@@ -106,8 +107,10 @@ class KNNCompleter(Completer):
         if nb.size == 0:
             return base
         r = self.resid[nb]  # (k, N): the only full rows fold-in reads
-        w = sim[nb].astype(np.float32)[:, None] * ~np.isnan(r)
-        num = (w * np.nan_to_num(r)).sum(axis=0)
-        den = w.sum(axis=0)
-        adj = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        return base + adj
+        w = sim[nb].astype(np.float32)
+        if self.complete:  # common case: one (k,) @ (k, N) product, no masks
+            return base + (w @ r) / w.sum()
+        obs = ~np.isnan(r)
+        num = w @ np.where(obs, r, np.float32(0.0))
+        den = w @ obs.astype(np.float32)
+        return base + np.divide(num, den, out=np.zeros_like(num), where=den > 0)

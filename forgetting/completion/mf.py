@@ -38,7 +38,7 @@ from forgetting.linalg import masked_ridge_rows, randomized_svd, ridge_fold_in
 @dataclass
 class MFConfig:
     rank: int = 5
-    reg: float = 0.1  # ALS L2 on task and example factors during fit
+    reg: float = 0.01  # ALS L2 on task and example factors in fit; fold-in is insensitive to it
     fold_lambda: float = 1.0  # ridge on the new task's factors at fold-in (bias unpenalised)
     iters: int = 10  # ALS sweeps after the SVD initialisation
     reg_item: float = 1.0  # additive-initialisation shrinkage of example biases
@@ -86,7 +86,9 @@ class MFCompleter(Completer):
             x = masked_ridge_rows(z - mu - bi[None, :], mask, f, pen)
             bt, p = x[:, 0].astype(np.float32), x[:, 1:].astype(np.float32)
             g = np.hstack([np.ones((m, 1), np.float32), p])
-            y = masked_ridge_rows((z - mu - bt[:, None]).T, None if mask is None else mask.T, g, pen)
+            y = masked_ridge_rows(
+                (z - mu - bt[:, None]).T, None if mask is None else mask.T, g, pen
+            )
             bi, q = y[:, 0].astype(np.float32), y[:, 1:].astype(np.float32)
         self.mu = float(mu)
         self.task_bias = bt
@@ -98,8 +100,10 @@ class MFCompleter(Completer):
     ) -> np.ndarray:
         y = values - self.mu - self.item_bias[cols]
         w = ridge_fold_in(self.item_factors[cols].astype(np.float64), y, self.config.fold_lambda)
-        return self.item_bias + np.float32(self.mu + w[0]) + self.item_factors @ w[1:].astype(
-            np.float32
+        return (
+            self.item_bias
+            + np.float32(self.mu + w[0])
+            + self.item_factors @ w[1:].astype(np.float32)
         )
 
     def fitted_row(self, i: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Benchmarks that print measured figures (not tests): `python -m bench.<name> --json`."""

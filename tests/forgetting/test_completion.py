@@ -1,0 +1,236 @@
+"""Every completion method against one shared contract, then per-method known answers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from forgetting.completion import METHODS, Completer, make_completer
+from forgetting.errors import ForgettingError
+from forgetting.synthetic import Planted
+
+N_EMB = 8
+
+
+def _embeddings(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, N_EMB)).astype(np.float32)
+
+
+class CompleterContract:
+    """Shared checks (implicit's test-mixin style); subclasses set `method` and `kwargs`."""
+
+    method: ClassVar[str]
+    kwargs: ClassVar[dict[str, Any]] = {}
+
+    def make(self, n: int) -> Completer:
+        kw = dict(self.kwargs)
+        if self.method == "semantic":
+            kw["example_embeddings"] = _embeddings(n)
+        return make_completer(self.method, **kw)
+
+    def fold(self, c: Completer, cols: Any, vals: Any) -> np.ndarray:
+        emb = _embeddings(1, seed=5)[0] if self.method == "semantic" else None
+        return c.fold_in(cols, vals, task_embedding=emb)
+
+    def test_fit_and_fold_in_shape(self, small_z: np.ndarray) -> None:
+        c = self.make(small_z.shape[1])
+        assert c.fit(small_z[:-1]) is c
+        cols = np.arange(0, 300, 10)
+        pred = self.fold(c, cols, small_z[-1, cols])
+        assert pred.shape == (300,) and pred.dtype == np.float32 and np.isfinite(pred).all()
+
+    def test_deterministic(self, small_z: np.ndarray) -> None:
+        cols = np.arange(5, 300, 7)
+        a = self.fold(self.make(300).fit(small_z[:-1]), cols, small_z[-1, cols])
+        b = self.fold(self.make(300).fit(small_z[:-1]), cols, small_z[-1, cols])
+        np.testing.assert_array_equal(a, b)
+
+    def test_all_nan_columns_and_missing_entries(self, small_z: np.ndarray) -> None:
+        z = small_z[:-1].copy()
+        z[:, :20] = np.nan  # nobody measured these examples
+        z[np.random.default_rng(0).random(z.shape) < 0.2] = np.nan
+        c = self.make(300).fit(z)
+        cols = np.arange(0, 300, 9)  # some probes fall in never-measured columns
+        pred = self.fold(c, cols, small_z[-1, cols])
+        assert np.isfinite(pred).all()
+
+    def test_constant_rows(self, small_z: np.ndarray) -> None:
+        z = small_z[:-1].copy()
+        z[0] = 0.2
+        z[1] = 0.0
+        c = self.make(300).fit(z)
+        cols = np.arange(30)
+        assert np.isfinite(self.fold(c, cols, np.full(30, 0.3))).all()
+
+    def test_many_or_no_probes(self, small_z: np.ndarray) -> None:
+        c = self.make(300).fit(small_z[:-1])
+        every = np.arange(300)  # more probes than known rows, factors or neighbours
+        assert np.isfinite(self.fold(c, every, small_z[-1])).all()
+        assert np.isfinite(self.fold(c, np.arange(1), small_z[-1, :1])).all()
+        if self.method != "semantic":
+            assert np.isfinite(self.fold(c, np.arange(0), np.zeros(0))).all()
+
+    def test_single_known_row(self, small_z: np.ndarray) -> None:
+        c = self.make(300)
+        if c.min_rows > 1:
+            with pytest.raises(ForgettingError, match="min_rows"):
+                c.fit(small_z[:1])
+        else:
+            c.fit(small_z[:1])
+            assert np.isfinite(self.fold(c, np.arange(10), small_z[-1, :10])).all()
+
+    def test_rejects_bad_probe_input(self, small_z: np.ndarray) -> None:
+        c = self.make(300).fit(small_z[:-1])
+        with pytest.raises(ForgettingError, match="NaN or inf"):
+            self.fold(c, [0, 1], [0.1, np.nan])
+        with pytest.raises(ForgettingError, match="NaN or inf"):
+            self.fold(c, [0, 1], [0.1, np.inf])
+        with pytest.raises(ForgettingError, match="repeat"):
+            self.fold(c, [3, 3], [0.1, 0.2])
+        with pytest.raises(ForgettingError, match="lie in"):
+            self.fold(c, [300], [0.1])
+        with pytest.raises(ForgettingError, match="one value per"):
+            self.fold(c, [1, 2], [0.1])
+
+    def test_rejects_inf_in_fit_and_unfitted_use(self, small_z: np.ndarray) -> None:
+        z = small_z.copy()
+        z[0, 0] = np.inf
+        with pytest.raises(ForgettingError, match="inf"):
+            self.make(300).fit(z)
+        with pytest.raises(ForgettingError, match="not fitted"):
+            self.fold(self.make(300), [0], [0.1])
+
+    def test_predict_rows_matches_fold_in(self, small_z: np.ndarray) -> None:
+        c = self.make(300).fit(small_z[:-2])
+        embs = np.stack([_embeddings(1, seed=5)[0]] * 2) if self.method == "semantic" else None
+        partial = np.full((2, 300), np.nan)
+        cols = [np.arange(0, 300, 11), np.arange(3, 300, 13)]
+        for b in range(2):
+            partial[b, cols[b]] = small_z[-2 + b, cols[b]]
+        batch = c.predict_rows(partial, task_embeddings=embs)
+        for b in range(2):
+            np.testing.assert_allclose(batch[b], self.fold(c, cols[b], partial[b, cols[b]]))
+
+
+class TestAdditive(CompleterContract):
+    method = "additive"
+
+
+class TestKNN(CompleterContract):
+    method = "knn"
+
+
+class TestKNNPearson(CompleterContract):
+    method = "knn_pearson"
+
+
+class TestMF(CompleterContract):
+    method = "mf"
+
+
+class TestALS(CompleterContract):
+    method = "als"
+    kwargs: ClassVar[dict[str, Any]] = {"factors": 4, "iterations": 5}
+
+
+class TestALSRecalculate(CompleterContract):
+    method = "als"
+    kwargs: ClassVar[dict[str, Any]] = {"factors": 4, "iterations": 5, "fold": "recalculate"}
+
+
+class TestSemantic(CompleterContract):
+    method = "semantic"
+
+
+class TestRefit(CompleterContract):
+    method = "refit"
+    kwargs: ClassVar[dict[str, Any]] = {"base": "mf", "base_kwargs": {"iters": 3}}
+
+
+def test_methods_listed_and_factory_errors() -> None:
+    assert set(METHODS) == {"additive", "knn", "knn_pearson", "mf", "als", "semantic"}
+    with pytest.raises(ForgettingError, match="unknown completion method"):
+        make_completer("svd++")
+    with pytest.raises(ForgettingError, match="no option"):
+        make_completer("mf", rnk=3)
+    assert make_completer("mf", rank=3).config.rank == 3
+
+
+def _heldout_rmse(c: Completer, p: Planted, test: np.ndarray, k: int = 30) -> float:
+    rng = np.random.default_rng(0)
+    errs = []
+    for i in test:
+        cols = rng.choice(p.z.shape[1], k, replace=False)
+        pred = c.fold_in(cols, p.z[i, cols])
+        mask = np.ones(p.z.shape[1], bool)
+        mask[cols] = False
+        errs.append(np.mean((pred[mask] - p.z[i, mask]) ** 2))
+    return float(np.sqrt(np.mean(errs)))
+
+
+@pytest.mark.parametrize("method", ["knn_pearson", "mf", "als", "refit"])
+def test_beats_additive_on_planted(planted: Planted, method: str) -> None:
+    known, test = np.arange(32), np.arange(32, 40)
+    kw: dict[str, Any] = {"factors": 8, "iterations": 10} if method == "als" else {}
+    base = _heldout_rmse(make_completer("additive").fit(planted.z[known]), planted, test)
+    ours = _heldout_rmse(make_completer(method, **kw).fit(planted.z[known]), planted, test)
+    assert ours < 0.8 * base, (method, ours, base)
+
+
+def test_mf_fold_in_recovers_a_planted_row(planted: Planted) -> None:
+    # Noise-free rank-3 matrix with biases: 30 exact probes pin down 1 bias + 3 factors.
+    z = planted.signal_rows(np.arange(40))
+    c = make_completer("mf", rank=3, fold_lambda=1e-3, reg=1e-4, reg_item=0.0).fit(z[:39])
+    cols = np.random.default_rng(3).choice(2000, 30, replace=False)
+    pred = c.fold_in(cols, z[39, cols])
+    assert np.sqrt(np.mean((pred - z[39]) ** 2)) < 0.02 * z[39].std()
+
+
+def test_implicit_orientation_tasks_by_examples(small_z: np.ndarray) -> None:
+    graded = make_completer(
+        "als", factors=4, iterations=3, levels=(0.5, 0.1), keep_preferences=True
+    ).fit(small_z)
+    assert graded.model.user_factors.shape == (small_z.shape[0] * 2, 4)
+    assert graded.model.item_factors.shape == (small_z.shape[1], 4)
+    assert graded.user_items.shape == (small_z.shape[0] * 2, small_z.shape[1])
+    binary = make_completer("als", factors=4, iterations=3, mapping="binary").fit(small_z)
+    assert binary.model.user_factors.shape == (small_z.shape[0], 4)
+    with pytest.raises(ForgettingError, match="mapping"):
+        make_completer("als", mapping="stars").fit(small_z)
+
+
+def test_graded_levels_like_the_top_fraction(small_z: np.ndarray) -> None:
+    c = make_completer(
+        "als", factors=2, iterations=1, levels=(0.5, 0.1), keep_preferences=True
+    ).fit(small_z)
+    liked = (c.user_items > 0).sum(axis=1).A.ravel().reshape(-1, 2)
+    np.testing.assert_allclose(liked[:, 0], 150, atol=1)
+    np.testing.assert_allclose(liked[:, 1], 30, atol=1)
+
+
+@pytest.mark.parametrize("method", ["additive", "mf", "als"])
+def test_factor_models_keep_no_dense_matrix(small_z: np.ndarray, method: str) -> None:
+    # Fold-in must need only example factors/biases: nothing of the known matrix's shape is kept.
+    c = make_completer(method).fit(small_z)
+    arrays = [v for v in vars(c).values() if isinstance(v, np.ndarray)]
+    arrays += [v for v in vars(getattr(c, "bias", c)).values() if isinstance(v, np.ndarray)]
+    assert arrays and all(
+        a.ndim < 2 or a.shape[0] != small_z.shape[0] or a.shape[1] != 300 for a in arrays
+    )
+    assert getattr(c, "user_items", None) is None
+
+
+def test_semantic_needs_embeddings(small_z: np.ndarray) -> None:
+    with pytest.raises(ForgettingError, match="example embeddings"):
+        make_completer("semantic").fit(small_z)
+    c = make_completer("semantic", example_embeddings=_embeddings(300)).fit(small_z)
+    with pytest.raises(ForgettingError, match="task's embedding"):
+        c.fold_in([0, 1], [0.1, 0.2])
+
+
+def test_knn_k_larger_than_known_rows(small_z: np.ndarray) -> None:
+    c = make_completer("knn_pearson", k=100).fit(small_z[:-1])
+    cols = np.arange(0, 300, 5)
+    assert np.isfinite(c.fold_in(cols, small_z[-1, cols])).all()
