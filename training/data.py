@@ -2,7 +2,7 @@
 
 Usage::
 
-    from training.data import TaskDataConfig, load_task, encode
+    from training.data import TaskDataConfig, load_task, encode   # files: training.readers
     task = load_task("data/sst.jsonl", TaskDataConfig(format="instruction", test_fraction=0.1))
     task.train[0]            # Example(id='3fa1…', prompt='Review: …', response='positive', source='sst')
     ids, labels = encode(tokenizer, task.train[0], max_length=512)
@@ -25,19 +25,17 @@ its LAST `max_length` tokens, so the response (and the EOS) survive and the prom
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from training.errors import TrainingError
+from training.readers import read_rows
 
 IGNORE = -100  # label of tokens that carry no loss (torch's cross_entropy ignore_index)
-FILE_KINDS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def content_id(prompt: str, response: str) -> str:
@@ -93,6 +91,22 @@ class TaskDataConfig:
     add_eos: bool = True  # append EOS to the response / text (it is a target token)
     max_rows: int | None = None  # read at most this many rows per split (quick experiments)
 
+    def encoder(self, tokenizer: Any, max_length: int | None = None) -> Any:
+        """Example -> (ids, labels) with these settings (max_length: the smaller of the two)."""
+        limit = min(max_length or self.max_length, self.max_length)
+
+        def enc(e: Example) -> tuple[list[int], list[int]]:
+            return encode(
+                tokenizer,
+                e,
+                max_length=limit,
+                truncation=self.truncation,
+                chat_template=self.chat_template,
+                add_eos=self.add_eos,
+            )
+
+        return enc
+
     def __post_init__(self) -> None:
         if self.format not in ("auto", "instruction", "text"):
             raise TrainingError(
@@ -115,159 +129,44 @@ class TaskDataConfig:
 
 @dataclass(frozen=True)
 class TaskData:
-    """A loaded task: train and test examples; `digest` identifies the pair of id sets."""
+    """A loaded task: train and test examples; `digest` identifies the pair of id sets.
+
+    `origins` maps an example id to where it was read ("file: line n"), so that problems found
+    later (e.g. by `check_lengths`, which needs the tokenizer) still name the row.
+    """
 
     name: str
     train: list[Example]
     test: list[Example] = field(default_factory=list)
     digest: str = ""
+    config: TaskDataConfig = field(default_factory=lambda: TaskDataConfig())
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def check_lengths(self, tokenizer: Any, max_length: int | None = None) -> int:
+        """Count the examples longer than the context (they will be left-truncated).
 
-# --------------------------------------------------------------------------------------------
-# Reading rows: every reader yields (row label, dict) so errors can name the row.
-# --------------------------------------------------------------------------------------------
-
-
-def _check_utf8(path: Path) -> None:
-    """Name the line of the first invalid UTF-8 byte (pyarrow / json would just say 'invalid')."""
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise TrainingError(
-            f"{path}: line {line} is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset "
-            f"{e.start}). Fix: re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
-        ) from None
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    _check_utf8(path)
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}: line {n}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TrainingError(
-                    f"{path}: line {n} is not valid JSON ({e.msg} at column {e.colno}). "
-                    "Fix: one JSON object per line (JSONL)."
-                ) from None
-
-
-def _read_json(path: Path) -> dict[str, list[tuple[str, Any]]]:
-    """A JSON list of rows, or an object {split name: list of rows}."""
-    _check_utf8(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise TrainingError(
-            f"{path}: not valid JSON ({e.msg} at line {e.lineno}). Fix: a JSON list of objects, "
-            "or one object per line in a .jsonl file."
-        ) from None
-    if isinstance(data, list):
-        return {"": [(f"{path}: row {i}", r) for i, r in enumerate(data)]}
-    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
-        return {k: [(f"{path}: {k} row {i}", r) for i, r in enumerate(v)] for k, v in data.items()}
-    raise TrainingError(
-        f"{path}: expected a JSON list of objects or {{split: [objects]}}, got "
-        f"{type(data).__name__}. Fix: write a list of objects (or JSONL)."
-    )
-
-
-def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
-    _check_utf8(path)
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            yield f"{path}: line {reader.line_num}", row
-
-
-def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt/non-parquet file
-        raise TrainingError(f"{path}: cannot read as parquet ({e}). Fix: check the file.") from None
-    for i, row in enumerate(table.to_pylist()):
-        yield f"{path}: row {i}", row
-
-
-def _read_file(path: Path) -> dict[str, list[tuple[str, Any]]]:
-    kind = FILE_KINDS.get(path.suffix.lower())
-    if kind == "json":
-        return _read_json(path)
-    if kind == "jsonl":
-        return {"": list(_read_jsonl(path))}
-    if kind == "csv":
-        return {"": list(_read_csv(path))}
-    if kind == "parquet":
-        return {"": list(_read_parquet(path))}
-    raise TrainingError(
-        f"{path}: unsupported file type {path.suffix!r}. Fix: use one of "
-        f"{sorted(FILE_KINDS)} or a datasets.save_to_disk directory."
-    )
-
-
-def _read_hf(ds: Any, label: str) -> dict[str, list[tuple[str, Any]]]:
-    """A datasets Dataset or DatasetDict → {split: rows}."""
-    from datasets import Dataset
-
-    splits = {"": ds} if isinstance(ds, Dataset) else dict(ds)
-    return {
-        k: [(f"{label}: {k or 'rows'} row {i}", r) for i, r in enumerate(d)]
-        for k, d in splits.items()
-    }
-
-
-def _hub_offline() -> bool:
-    flags = (os.environ.get(v, "") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
-
-
-def read_rows(source: str | os.PathLike[str]) -> dict[str, list[tuple[str, Any]]]:
-    """All rows of a source as {split name ('' = unsplit): [(row label, row)]}."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return _read_file(path)
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            from datasets import load_from_disk
-
-            return _read_hf(load_from_disk(str(path)), str(path))
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_KINDS)
-        if not files:
-            raise TrainingError(
-                f"{path}: directory holds no data files. Fix: put train.jsonl / test.jsonl (or "
-                ".json, .csv, .parquet) there, or pass a datasets.save_to_disk directory."
+        With `config.truncation == "error"` the first such example raises `TrainingError`
+        naming its file and row instead.
+        """
+        limit = min(max_length or self.config.max_length, self.config.max_length)
+        n = 0
+        for e in [*self.train, *self.test]:
+            ids, _ = encode(
+                tokenizer,
+                e,
+                max_length=10**9,
+                chat_template=self.config.chat_template,
+                add_eos=self.config.add_eos,
             )
-        out: dict[str, list[tuple[str, Any]]] = {}
-        for p in files:  # one split per file stem: train.jsonl, test.jsonl, ...
-            for rows in _read_file(p).values():
-                out.setdefault(p.stem, []).extend(rows)
-        return out
-    looks_like_path = (
-        str(source).startswith((".", "/", "~")) or Path(str(source)).suffix in FILE_KINDS
-    )
-    if looks_like_path or str(source).count("/") > 1:
-        raise TrainingError(f"{source}: no such file or directory. Fix: check the path.")
-    if _hub_offline():
-        raise TrainingError(
-            f"{source!r} is not a local file or directory, and the Hugging Face hub is offline "
-            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Fix: pass a JSONL/JSON/CSV/parquet "
-            "file or a save_to_disk directory, or unset HF_HUB_OFFLINE on a machine with network."
-        )
-    from datasets import load_dataset
-
-    try:
-        return _read_hf(load_dataset(str(source)), str(source))
-    except Exception as e:  # network errors, unknown dataset names
-        raise TrainingError(
-            f"{source!r}: cannot load from the Hugging Face hub ({type(e).__name__}: {e}). "
-            "Fix: check the name and the network, or download it and pass the local path."
-        ) from None
+            if len(ids) > limit:
+                if self.config.truncation == "error":
+                    raise TrainingError(
+                        f"{self.origins.get(e.id, e.id)}: {len(ids)} tokens > max_length {limit}. "
+                        "Fix: shorten or drop the row, raise max_length, or use truncation='left' "
+                        "(keeps the last max_length tokens)."
+                    )
+                n += 1
+        return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,9 +208,15 @@ def _detect_format(row: Any, cfg: TaskDataConfig, where: str) -> str:
 
 
 def rows_to_examples(
-    rows: Sequence[tuple[str, Any]], cfg: TaskDataConfig, source: str
+    rows: Sequence[tuple[str, Any]],
+    cfg: TaskDataConfig,
+    source: str,
+    origins: dict[str, str] | None = None,
 ) -> list[Example]:
-    """Validate rows and make examples (format decided on the first row when 'auto')."""
+    """Validate rows and make examples (format decided on the first row when 'auto').
+
+    `origins`, when given, receives {example id: row label} for the first row of each id.
+    """
     if not rows:
         return []
     fmt = _detect_format(rows[0][1], cfg, rows[0][0])
@@ -332,6 +237,8 @@ def rows_to_examples(
             if not text.strip():
                 raise TrainingError(f"{where}: empty {cfg.text_field!r}. Fix: remove the row.")
             out.append(Example.text(text, source))
+        if origins is not None:
+            origins.setdefault(out[-1].id, where)
     return out
 
 
@@ -364,10 +271,11 @@ def load_task(
     """
     splits = read_rows(source)
     name = Path(str(source)).stem if Path(str(source)).exists() else str(source)
+    origins: dict[str, str] = {}
     if not any(splits.values()):
         raise TrainingError(f"{source}: the dataset is empty. Fix: point at a file with rows.")
     if config.test_split in splits:
-        test = rows_to_examples(splits[config.test_split], config, name)
+        test = rows_to_examples(splits[config.test_split], config, name, origins)
         rest = [k for k in splits if k != config.test_split]
         train_key = (
             config.train_split
@@ -379,7 +287,7 @@ def load_task(
                 f"{source}: splits {sorted(splits)} have no {config.train_split!r}. "
                 "Fix: set TaskDataConfig.train_split to one of them."
             )
-        train = rows_to_examples(splits[train_key], config, name)
+        train = rows_to_examples(splits[train_key], config, name, origins)
     else:
         key = config.train_split if config.train_split in splits else next(iter(splits))
         if len(splits) > 1 and config.train_split not in splits:
@@ -388,12 +296,12 @@ def load_task(
                 "Fix: set TaskDataConfig.train_split / test_split to their names."
             )
         train, test = split_by_hash(
-            rows_to_examples(splits[key], config, name), config.test_fraction, config.seed
+            rows_to_examples(splits[key], config, name, origins), config.test_fraction, config.seed
         )
     if not train:
         raise TrainingError(f"{source}: the train split is empty. Fix: add training rows.")
     digest = digest_of([f"train:{e.id}" for e in train] + [f"test:{e.id}" for e in test])
-    return TaskData(name=name, train=train, test=test, digest=digest)
+    return TaskData(name, train, test, digest, config, origins)
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,3 +371,18 @@ def encode(
     if labels:
         labels[0] = IGNORE  # nothing predicts the first token of the window
     return ids, labels
+
+
+def pad_batch(items: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[Any, Any, Any]:
+    """Right-pad (ids, labels) pairs: (input_ids, attention_mask, labels) long tensors."""
+    import torch
+
+    width = max(len(x) for x, _ in items)
+    ids = torch.full((len(items), width), pad, dtype=torch.long)
+    att = torch.zeros((len(items), width), dtype=torch.long)
+    lab = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    for r, (x, y) in enumerate(items):
+        ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+        lab[r, : len(y)] = torch.tensor(y, dtype=torch.long)
+        att[r, : len(x)] = 1
+    return ids, att, lab

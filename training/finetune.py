@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import lightning as L
 import numpy as np
 
 from training.config import FinetuneConfig
-from training.data import Example, encode, pad_id
+from training.data import Example, TaskDataConfig, encode, pad_id
 from training.errors import TrainingError
 from training.nll import evaluate_loss
 from training.probe import OnlineProbe, ProbeSpec
@@ -53,7 +52,11 @@ class ReplaySpec:
 
 @dataclass
 class FinetuneResult:
-    """What a job produced: the trained model and what it consumed."""
+    """What a job produced: the trained model and what it consumed.
+
+    `model` is in eval mode, on the CPU (Lightning's teardown moves it there); `history` holds
+    one entry per optimizer step: step, loss (mean over its micro-batches), lr, tokens, replay.
+    """
 
     model: Any
     replayed_ids: list[str]
@@ -122,6 +125,7 @@ def finetune(
     logger: Any = None,
     callbacks: Sequence[Any] = (),
     progress: StepProgress | None = None,
+    data: TaskDataConfig | None = None,
 ) -> FinetuneResult:
     """Train `model` on `train` (+ replay) for `config.steps` optimizer steps.
 
@@ -136,6 +140,8 @@ def finetune(
     logger : a Lightning logger (the service passes an MLFlowLogger); None logs nothing.
     callbacks : extra Lightning callbacks.
     progress : progress(step, total_steps, history entry) after each optimizer step.
+    data : how task examples are tokenised (truncation rule, chat template, EOS; the shorter of
+        its and config's max_length); replay examples always use the defaults, left-truncated.
     """
     from training.mixture import ReplayMixture
     from training.model import apply_lora
@@ -157,12 +163,13 @@ def finetune(
             model.enable_input_require_grads()  # LoRA: frozen embeddings would cut the graph
     model.train()
 
-    def enc(e: Example) -> tuple[list[int], list[int]]:
+    def enc_replay(e: Example) -> tuple[list[int], list[int]]:
         return encode(tokenizer, e, max_length=config.max_length)
 
     mixture = ReplayMixture(
         train,
-        enc,
+        data.encoder(tokenizer, config.max_length) if data else enc_replay,
+        encode_replay=enc_replay,
         pad_id=pad_id(tokenizer),
         seed=config.seed,
         ratio=replay.ratio if replay else 0.0,
@@ -185,29 +192,12 @@ def finetune(
         cbs.append(probe_cb)
     if progress is not None:
         cbs.append(_Progress(progress, config.steps))
-    trainer = L.Trainer(
-        max_steps=config.steps,
-        accelerator=config.resolved_accelerator(),
-        devices=config.devices,
-        strategy=_strategy(config, model),
-        precision=config.resolved_precision(),
-        accumulate_grad_batches=config.grad_accum,
-        gradient_clip_val=config.clip or None,
-        logger=logger if logger is not None else False,
-        log_every_n_steps=config.log_every,
-        callbacks=cbs,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=os.environ.get("FTCTL_LIGHTNING_DIR"),
-    )
-    if logger is not None:
-        logger.log_hyperparams(config.to_dict())
-    # Enough positions for every step on every rank; the loader is never exhausted early.
-    total = config.steps * config.examples_per_step * trainer.world_size
     with _quiet_threads(config.num_threads):
+        trainer = _trainer(config, model, cbs, logger)
+        if logger is not None:
+            logger.log_hyperparams(config.to_dict())
+        # Enough positions for every step on every rank; the loader is never exhausted early.
+        total = config.steps * config.examples_per_step * trainer.world_size
         trainer.fit(module, mixture.loader(total, config.batch_size))
     replayed = _gather(list(mixture.consumed))
     model = module.model
@@ -219,6 +209,26 @@ def finetune(
         history=list(module.history),
         probe_after=probe_cb.nll_after if probe_cb else None,
         probe_step=probe_cb.at_step if probe_cb else None,
+    )
+
+
+def _trainer(config: FinetuneConfig, model: Any, callbacks: list[Any], logger: Any) -> L.Trainer:
+    return L.Trainer(
+        max_steps=config.steps,
+        accelerator=config.resolved_accelerator(),
+        devices=config.devices,
+        strategy=_strategy(config, model),
+        precision=config.resolved_precision(),
+        accumulate_grad_batches=config.grad_accum,
+        gradient_clip_val=config.clip or None,
+        logger=logger if logger is not None else False,
+        log_every_n_steps=config.log_every,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
 
 

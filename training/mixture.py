@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import IGNORE, Example
+from training.data import Example, pad_batch
 from training.errors import TrainingError
 
 Encoded = tuple[list[int], list[int]]  # (input ids, labels)
@@ -75,6 +75,7 @@ class ReplayMixture:
     schedule : [(upstream id, weight)]; weights are relative, >= 0, at least one > 0.
     exclude_ids : held-out ids: a schedule naming one is refused.
     seed : seeds the task order and the replay order.
+    encode_replay : encoder for pool examples (default: `encode`); e.g. always left-truncating.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class ReplayMixture:
         schedule: Sequence[tuple[str, float]] = (),
         exclude_ids: frozenset[str] | set[str] = frozenset(),
         seed: int = 0,
+        encode_replay: Callable[[Example], Encoded] | None = None,
     ):
         if not task:
             raise TrainingError("no task examples to train on. Fix: pass a non-empty train set.")
@@ -102,7 +104,7 @@ class ReplayMixture:
             raise TrainingError(
                 "a replay schedule with ratio 0 would never be used. Fix: set ratio > 0."
             )
-        self.encode = encode
+        self.encode_replay = encode_replay or encode
         self.pad_id = int(pad_id)
         self.ratio = float(ratio)
         self.q = replay_fraction(ratio)
@@ -210,32 +212,22 @@ class ReplayMixture:
             uid = self.replay_id_at(math.floor(p * self.q))
             enc = self._cache.get(uid)
             if enc is None:
-                enc = self._cache[uid] = self.encode(self.pool[uid])
+                enc = self._cache[uid] = self.encode_replay(self.pool[uid])
             return uid, enc
         return None, self._task_at(p - math.floor(p * self.q))
 
     def collate(self, positions: Sequence[int]) -> dict[str, Any]:
         """Resolve positions into a right-padded batch and record the replayed ids."""
-        import torch
-
         items = [self.example_at(int(p)) for p in positions]
-        width = max(len(ids) for _, (ids, _) in items)
-        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, (uid, (ids, lab)) in enumerate(items):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, : len(lab)] = torch.tensor(lab)
-            mask[row, : len(ids)] = 1
-            if uid is not None:
-                self.consumed.append(uid)
+        input_ids, mask, labels = pad_batch([enc for _, enc in items], self.pad_id)
+        replayed = [uid for uid, _ in items if uid is not None]
+        self.consumed.extend(replayed)
         self.positions_consumed += len(items)
-        n_replay = sum(uid is not None for uid, _ in items)
         return {
             "input_ids": input_ids,
             "attention_mask": mask,
             "labels": labels,
-            "n_replay": n_replay,
+            "n_replay": len(replayed),
         }
 
     def loader(self, total: int, batch_size: int) -> Any:

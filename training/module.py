@@ -83,22 +83,25 @@ class CausalLMModule(L.LightningModule):
         )
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.trainer.global_step
-        if step > len(self.history) and self._pending:  # an optimizer step just happened
-            losses, tokens, replayed = zip(*self._pending, strict=True)
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.history.append(
-                {
-                    "step": step,
-                    "loss": sum(losses) / len(losses),
-                    "lr": lr,
-                    "tokens": sum(tokens),
-                    "replay": sum(replayed),
-                }
-            )
-            self._pending.clear()
-            self.log("train/lr", lr, on_step=True)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Runs the closure (the step's last training_step) and the step itself; recording here,
+        # before any callback's on_train_batch_end, lets callbacks see this step's entry.
+        super().optimizer_step(*args, **kwargs)
+        if not self._pending:
+            return
+        losses, tokens, replayed = zip(*self._pending, strict=True)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the lr this step used
+        self.history.append(
+            {
+                "step": len(self.history) + 1,
+                "loss": sum(losses) / len(losses),
+                "lr": lr,
+                "tokens": sum(tokens),
+                "replay": sum(replayed),
+            }
+        )
+        self._pending.clear()
+        self.log("train/lr", lr, on_step=True)
 
     def configure_optimizers(self) -> Any:
         c = self.config

@@ -13,7 +13,8 @@ An example with no target token left (e.g. its response was truncated away) gets
 reference study.
 
 Why it is fast and flat in memory: examples are processed in chunks of `CHUNK` (tokenised, sorted
-by length, cut into batches padded only to the longest in the batch), under `inference_mode`,
+by length, cut into batches padded only to the longest in the batch, with a token budget of
+`batch_size` x the chunk's longest example, so short examples go many at a time), under `inference_mode`,
 with bf16 autocast on a GPU; the cross-entropy is taken in slices of the flattened logits so the
 float32 log-softmax never exists for a whole batch; and only two scalars per example (the NLL sum
 and the target count) outlive a batch. Memory is model + one batch, whatever N is.
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import IGNORE, Example, encode, pad_id
+from training.data import IGNORE, Example, encode, pad_batch, pad_id
 
 CHUNK = 4096  # examples tokenised and length-sorted at a time (bounds the host memory)
 CE_SLICE_TOKENS = 8192  # rows of the flattened logits per cross-entropy call
@@ -38,6 +39,31 @@ Progress = Callable[[int, int], None]  # (examples done, total)
 
 def _device(model: Any) -> Any:
     return next(model.parameters()).device
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches: longest first, at most batch_size x longest tokens each.
+
+    The first batch (the `batch_size` longest examples) sets the token budget; later batches of
+    shorter examples hold more of them within the same budget, so memory peaks at the first
+    batch (a too-large batch fails at once, not after an hour) and short examples do not pay
+    per-call overhead `batch_size` at a time.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if not order:
+        return []
+    budget = batch_size * max(1, lengths[order[0]])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        width = lengths[cur[0]] if cur else lengths[i]  # rows are padded to the first (longest)
+        if cur and (len(cur) + 1) * width > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 def batch_nll(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> tuple[Any, Any]:
@@ -80,6 +106,7 @@ def measure_nll(
     progress: Progress | None = None,
     chat_template: bool = True,
     bf16: bool = True,
+    device: str | None = None,
 ) -> np.ndarray:
     """Mean per-token NLL of each example's target tokens, aligned with `examples`.
 
@@ -88,12 +115,15 @@ def measure_nll(
     model : a causal LM (transformers or peft); its training mode is restored afterwards.
     tokenizer : its tokenizer (padding side is irrelevant: batches are padded here, on the right).
     examples : what to measure.
-    batch_size : examples per forward pass.
+    batch_size : examples per forward pass for the longest examples; shorter ones share the
+        same token budget (batch_size x longest length), so more of them go per pass.
     max_length : left-truncate longer examples to this many tokens (default: the model's
         `max_position_embeddings`, else 1024).
     progress : called as progress(done, total) after each batch.
     chat_template : apply the tokenizer's chat template to instruction prompts (as in training).
     bf16 : autocast to bf16 on a bf16-capable GPU (no effect on CPU).
+    device : move the model there first (e.g. "cuda": Lightning hands a trained model back on
+        the CPU); default: measure where the model is.
 
     Returns
     -------
@@ -107,33 +137,22 @@ def measure_nll(
         return out
     if max_length is None:
         max_length = int(getattr(model.config, "max_position_embeddings", 0) or 1024)
-    device, pad = _device(model), pad_id(tokenizer)
+    if device is not None:
+        model.to(device)
+    dev, pad = _device(model), pad_id(tokenizer)
     was_training = model.training
     model.eval()
     done = 0
     try:
-        with torch.inference_mode(), _autocast(device) if bf16 else contextlib.nullcontext():
+        with torch.inference_mode(), _autocast(dev) if bf16 else contextlib.nullcontext():
             for c0 in range(0, n, CHUNK):
                 chunk = [
                     encode(tokenizer, e, max_length=max_length, chat_template=chat_template)
                     for e in examples[c0 : c0 + CHUNK]
                 ]
-                # Longest first: the first batch hits the peak memory at once (fail fast).
-                order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0]))
-                for b0 in range(0, len(order), batch_size):
-                    rows = order[b0 : b0 + batch_size]
-                    width = len(chunk[rows[0]][0])
-                    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                    lab = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-                    att = torch.zeros((len(rows), width), dtype=torch.long)
-                    for r, i in enumerate(rows):
-                        x, y = chunk[i]
-                        ids[r, : len(x)], lab[r, : len(y)], att[r, : len(x)] = (
-                            torch.tensor(x),
-                            torch.tensor(y),
-                            1,
-                        )
-                    sums, counts = batch_nll(model, ids.to(device), att.to(device), lab.to(device))
+                for rows in plan_batches([len(x) for x, _ in chunk], batch_size):
+                    ids, att, lab = pad_batch([chunk[i] for i in rows], pad)
+                    sums, counts = batch_nll(model, ids.to(dev), att.to(dev), lab.to(dev))
                     sums, counts = sums.cpu().numpy(), counts.cpu().numpy()
                     with np.errstate(invalid="ignore", divide="ignore"):
                         vals = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

@@ -36,7 +36,12 @@ OnProbe = Callable[[list[str], np.ndarray], list[tuple[str, float]]]
 
 @dataclass
 class ProbeSpec:
-    """What to probe, when, and who decides the new replay schedule."""
+    """What to probe, when, and who decides the new replay schedule.
+
+    `nll_before` must be measured on the base model with the job's `max_length`
+    (`measure_nll(base, tok, examples, max_length=config.max_length)`): the probes are measured
+    mid-training with that length, and examples truncated differently are not comparable.
+    """
 
     examples: list[Example]
     nll_before: np.ndarray

@@ -14,8 +14,13 @@ WORDS = (
     "def f(x): return x + 1. a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9"
 )
 TINY = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": True,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": True,
 }
 
 
@@ -25,14 +30,23 @@ def make_tokenizer(bos: bool = False):
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([WORDS] * 20, vocab_size=300, min_frequency=2,
-                            special_tokens=["<|endoftext|>", "<|bos|>"], show_progress=False)
+    bpe.train_from_iterator(
+        [WORDS] * 20,
+        vocab_size=300,
+        min_frequency=2,
+        special_tokens=["<|endoftext|>", "<|bos|>"],
+        show_progress=False,
+    )
     if bos:
         bpe.post_processor = processors.TemplateProcessing(
             single="<|bos|> $A", special_tokens=[("<|bos|>", bpe.token_to_id("<|bos|>"))]
         )
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>", bos_token="<|bos|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|bos|>",
+    )
     return tok
 
 
@@ -49,8 +63,14 @@ def tok_bos():
 def tiny_model(tok, seed: int = 0, **over):
     from training.model import build_model
 
-    cfg = {**TINY, "vocab_size": len(tok), "eos_token_id": tok.eos_token_id,
-           "bos_token_id": tok.bos_token_id, "pad_token_id": tok.pad_token_id, **over}
+    cfg = {
+        **TINY,
+        "vocab_size": len(tok),
+        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        **over,
+    }
     return build_model(cfg, seed=seed)
 
 

@@ -1,0 +1,131 @@
+"""The per-example NLL evaluator against the model's own one-example-at-a-time loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import Example, encode
+from training.errors import TrainingError
+from training.nll import (
+    ForgettingRow,
+    evaluate_loss,
+    measure_forgetting,
+    measure_nll,
+    plan_batches,
+)
+
+from .conftest import make_tokenizer, tiny_model
+
+EXAMPLES = [
+    Example.text("the cat sat on the mat."),
+    Example.make("question: what is two plus two?", " answer: four."),
+    Example.text("in the beginning was the word, and the word was the quick brown fox " * 2),
+    Example.make("q", " a"),
+    Example.text("def f(x): return x + 1"),
+    Example.make("the lazy dog jumps over the quick brown fox and then", " sat."),
+    Example.text("z"),
+]
+
+
+def reference_nll(model, tok, example, max_length=256):
+    """The model's own loss (transformers' shifted cross-entropy), one example, no padding."""
+    ids, labels = encode(tok, example, max_length=max_length)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
+    return float(out.loss)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_matches_one_at_a_time_loss_whatever_the_batching(padding_side):
+    tok = make_tokenizer()
+    tok.padding_side = padding_side
+    model = tiny_model(tok, seed=3)
+    ref = np.array([reference_nll(model, tok, e) for e in EXAMPLES])
+    for batch_size in (1, 3, 8):
+        np.testing.assert_allclose(
+            measure_nll(model, tok, EXAMPLES, batch_size=batch_size), ref, atol=1e-5, rtol=0
+        )
+    perm = np.random.default_rng(0).permutation(len(EXAMPLES))
+    shuffled = measure_nll(model, tok, [EXAMPLES[i] for i in perm], batch_size=2)
+    np.testing.assert_allclose(shuffled, ref[perm], atol=1e-5, rtol=0)
+
+
+def test_prompt_tokens_do_not_count(tok, model):
+    a = Example.make("question: what is two plus two?", " answer: four.")
+    b = Example.make("the quick brown fox jumps over", " answer: four.")
+    # Same response, different prompts: NLLs differ only through conditioning, and the
+    # count of target tokens (response + EOS) is the same for both.
+    ids_a, lab_a = encode(tok, a)
+    _ids_b, lab_b = encode(tok, b)
+    assert (
+        sum(x != -100 for x in lab_a)
+        == sum(x != -100 for x in lab_b)
+        == len(tok(" answer: four.")["input_ids"]) + 1
+    )
+    # A hand-computed NLL over the response positions only equals the evaluator's value.
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids_a])).logits[0], -1)
+    want = -np.mean([float(logp[t - 1, ids_a[t]]) for t in range(len(ids_a)) if lab_a[t] != -100])
+    assert measure_nll(model, tok, [a])[0] == pytest.approx(want, abs=1e-5)
+
+
+def test_plain_text_first_token_excluded(tok, model):
+    e = Example.text("the cat sat")
+    ids, _ = encode(tok, e)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
+    want = -np.mean([float(logp[t - 1, ids[t]]) for t in range(1, len(ids))])
+    assert measure_nll(model, tok, [e])[0] == pytest.approx(want, abs=1e-5)
+
+
+def test_nan_without_targets_progress_and_mode_restored(tok, model):
+    # max_length 3 keeps only the tail of the response; a 1-token window has no target at all.
+    vals = measure_nll(model, tok, EXAMPLES[:2], max_length=1)
+    assert np.isnan(vals).all()
+    calls = []
+    model.train()
+    measure_nll(model, tok, EXAMPLES, batch_size=3, progress=lambda d, n: calls.append((d, n)))
+    assert calls[-1] == (7, 7) and all(n == 7 for _, n in calls) and model.training
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls})
+    assert measure_nll(model, tok, []).shape == (0,)
+    assert evaluate_loss(model, tok, EXAMPLES) == pytest.approx(
+        float(np.mean(measure_nll(model, tok, EXAMPLES)))
+    )
+
+
+def test_batches_share_the_longest_batch_token_budget():
+    lengths = [5, 100, 7, 100, 30, 31, 2, 2, 2, 2, 2, 2]
+    batches = plan_batches(lengths, batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(12))
+    assert batches[0] == [1, 3]  # the two longest set the budget: 2 x 100 tokens
+    for b in batches:
+        assert len(b) * max(lengths[i] for i in b) <= 200
+    assert [len(b) for b in batches] == [2, 6, 4]  # 31 + 30 + 7 + 5 + 2 + 2 share one
+    assert plan_batches([], 4) == []
+
+
+def test_forgetting_row_and_lora_before_is_the_base(tok, model):
+    from training.config import LoraSettings
+    from training.model import apply_lora
+
+    base = measure_nll(model, tok, EXAMPLES)
+    peft_model = apply_lora(model, LoraSettings(r=4, dropout=0.0))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    row = measure_forgetting(peft_model, tok, EXAMPLES)
+    np.testing.assert_allclose(row.before, base, atol=1e-6)
+    assert not np.allclose(row.after, base)
+    np.testing.assert_allclose(row.delta, row.after - row.before)
+    assert row.ids == [e.id for e in EXAMPLES] and len(row.to_records()) == 7
+    assert row.to_records()[0].keys() == {"example_id", "nll_before", "nll_after", "delta"}
+
+
+def test_full_finetune_needs_before(tok, model):
+    with pytest.raises(TrainingError, match=r"no 'before' NLLs.*Fix"):
+        measure_forgetting(model, tok, EXAMPLES)
+    with pytest.raises(TrainingError, match=r"same examples"):
+        ForgettingRow.from_nll(["a"], np.zeros(2), np.zeros(2))
