@@ -14,7 +14,7 @@ Steps (all deterministic under `BuildConfig.seed`):
 3. train the byte-level BPE on that text;
 4. per source: one token stream (EOS between documents) cut into 128-token chunks, a pool of up
    to `pool_per_source` chunks, each an `Example.text` whose id is its content hash;
-5. write `upstream.jsonl.gz`, `tasks.jsonl.gz` (gzip with mtime 0: byte-identical rebuilds),
+5. write `upstream.jsonl.gz`, `tasks.jsonl.gz` + `tasks-freedict.jsonl.gz` (gzip with mtime 0: byte-identical rebuilds),
    `tokenizer/` and `manifest.json` (sizes, packages, digest).
 """
 
@@ -37,11 +37,19 @@ from training.world.tokenizer import EOS, save_hf_tokenizer, train_bpe
 
 SOURCES = ("bible", "austen", "pydoc", "wordnet", "fortunes", "jargon", "devil")
 PACKAGES = (
-    "bible-kjv", "bible-kjv-text", "r-cran-janeaustenr", "python3.11-doc", "wordnet-base",
-    "fortunes", "fortunes-min", "dict-jargon", "dict-devil",
+    "bible-kjv",
+    "bible-kjv-text",
+    "r-cran-janeaustenr",
+    "python3.11-doc",
+    "wordnet-base",
+    "fortunes",
+    "fortunes-min",
+    "dict-jargon",
+    "dict-devil",
     *(f"dict-freedict-eng-{x}" for x in ("fra", "deu", "spa", "ita", "por", "nld", "swe")),
 )
 DATA_DIR = Path(__file__).parent / "data"
+TASK_FILES = ("tasks.jsonl.gz", "tasks-freedict.jsonl.gz")
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,19 @@ class BuildConfig:
     paths: DebianPaths = field(default_factory=DebianPaths)
 
 
-_FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--",
-                       "\u2013": "-", "\u2026": "...", "\u00a0": " ", "\u2010": "-"})
+_FOLD = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2014": "--",
+        "\u2013": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u2010": "-",
+    }
+)
 
 
 def ascii_fold(text: str) -> str:
@@ -73,7 +92,8 @@ def upstream_documents(raw: RawCorpora, res: Reserved) -> dict[str, list[str]]:
     docs: dict[str, list[str]] = {}
     docs["bible"] = [
         f"{c.book} {c.number}\n" + "\n".join(f"{i} {v}" for i, v in enumerate(c.verses, 1))
-        for c in raw.bible if (c.book, c.number) not in res.bible
+        for c in raw.bible
+        if (c.book, c.number) not in res.bible
     ]
     austen = []
     for novel, paras in raw.austen.items():
@@ -91,11 +111,18 @@ def upstream_documents(raw: RawCorpora, res: Reserved) -> dict[str, list[str]]:
         if piece:
             pydoc.append("\n\n".join(piece))
     docs["pydoc"] = pydoc
-    wn = [f"{', '.join(s.lemmas)} ({s.lexname.split('.')[0]}): {s.gloss}"
-          for s in raw.wordnet if s.key not in res.wordnet]
+    wn = [
+        f"{', '.join(s.lemmas)} ({s.lexname.split('.')[0]}): {s.gloss}"
+        for s in raw.wordnet
+        if s.key not in res.wordnet
+    ]
     docs["wordnet"] = _groups(wn, 20)
-    fort = [e for cat, entries in sorted(raw.fortunes.items()) for i, e in enumerate(entries)
-            if (cat, i) not in res.fortunes]
+    fort = [
+        e
+        for cat, entries in sorted(raw.fortunes.items())
+        for i, e in enumerate(entries)
+        if (cat, i) not in res.fortunes
+    ]
     docs["fortunes"] = _groups(fort, 8, "\n%\n")
     docs["jargon"] = _groups([f"{w}: {b}" for w, b in raw.jargon if w not in res.jargon], 5, "\n\n")
     docs["devil"] = _groups([b for w, b in raw.devil if w not in res.devil], 8, "\n\n")
@@ -151,8 +178,15 @@ def task_rows(specs: list[TaskSpec], test_size: int, seed: int) -> list[dict[str
         pairs = [list(p) for p in s.pairs]
         random.Random(f"{seed}:split:{s.name}").shuffle(pairs)
         cut = len(pairs) - test_size
-        rows.append({"name": s.name, "family": s.family, "description": s.description,
-                     "train": pairs[:cut], "test": pairs[cut:]})
+        rows.append(
+            {
+                "name": s.name,
+                "family": s.family,
+                "description": s.description,
+                "train": pairs[:cut],
+                "test": pairs[cut:],
+            }
+        )
     return rows
 
 
@@ -165,8 +199,20 @@ def files_digest(out_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_world_data(cfg: BuildConfig | None = None, out_dir: str | Path = DATA_DIR,
-                     raw: RawCorpora | None = None, progress: Any = None) -> dict[str, Any]:
+def pool_digest(out_dir: Path) -> str:
+    """sha256 over what a scratch base model depends on: the chunk pool and the tokenizer."""
+    h = hashlib.sha256()
+    for name in ("upstream.jsonl.gz", "tokenizer/tokenizer.json"):
+        h.update(name.encode() + b"\0" + (out_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_world_data(
+    cfg: BuildConfig | None = None,
+    out_dir: str | Path = DATA_DIR,
+    raw: RawCorpora | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Build the whole world data directory; returns the manifest (also written to disk)."""
     cfg = cfg or BuildConfig()
     say = progress or (lambda msg: None)
@@ -189,12 +235,20 @@ def build_world_data(cfg: BuildConfig | None = None, out_dir: str | Path = DATA_
     for r in pool:  # the id is training.data.content_id("", text): Example.text(text).id
         r["id"] = hashlib.sha256(f"\x1f{r['text']}".encode()).hexdigest()[:16]
     (out / "upstream.jsonl.gz").write_bytes(_gzip_jsonl(pool))
-    (out / "tasks.jsonl.gz").write_bytes(
-        _gzip_jsonl(task_rows(specs, cfg.tasks.test_size, cfg.tasks.seed)))
+    rows = task_rows(specs, cfg.tasks.test_size, cfg.tasks.seed)
+    # FreeDict is GPL: its translation tasks live in their own file, which can be left out of a
+    # redistribution without touching the rest (load_world reads it when present).
+    (out / TASK_FILES[0]).write_bytes(
+        _gzip_jsonl([r for r in rows if r["family"] != "translation"])
+    )
+    (out / TASK_FILES[1]).write_bytes(
+        _gzip_jsonl([r for r in rows if r["family"] == "translation"])
+    )
     save_hf_tokenizer(tok, out / "tokenizer")
     counts = {s: sum(r["source"] == s for r in pool) for s in SOURCES}
     manifest = {
         "digest": files_digest(out),
+        "pool_digest": pool_digest(out),
         "config": asdict(cfg),
         "pool": counts,
         "tasks": {s.name: len(s.pairs) for s in specs},

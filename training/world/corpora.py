@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,20 @@ from pathlib import Path
 from training.world.errors import WorldError
 
 FREEDICT_LANGS: dict[str, str] = {
-    "fra": "French", "deu": "German", "spa": "Spanish", "ita": "Italian",
-    "por": "Portuguese", "nld": "Dutch", "swe": "Swedish",
+    "fra": "French",
+    "deu": "German",
+    "spa": "Spanish",
+    "ita": "Italian",
+    "por": "Portuguese",
+    "nld": "Dutch",
+    "swe": "Swedish",
 }
 AUSTEN_NOVELS: dict[str, str] = {
-    "emma": "Emma", "mansfieldpark": "Mansfield Park", "northangerabbey": "Northanger Abbey",
-    "persuasion": "Persuasion", "prideprejudice": "Pride and Prejudice",
+    "emma": "Emma",
+    "mansfieldpark": "Mansfield Park",
+    "northangerabbey": "Northanger Abbey",
+    "persuasion": "Persuasion",
+    "prideprejudice": "Pride and Prejudice",
     "sensesensibility": "Sense and Sensibility",
 }
 
@@ -103,7 +112,10 @@ def extract_bible(paths: DebianPaths) -> list[Chapter]:
     try:
         out = subprocess.run(
             [paths.bible_program, "Genesis1:1-Revelation22:21"],
-            capture_output=True, text=True, check=True, timeout=120,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise _missing("the `bible` program", "bible-kjv bible-kjv-text") from exc
@@ -129,7 +141,9 @@ def extract_bible(paths: DebianPaths) -> list[Chapter]:
 def _find_austen_deb(paths: DebianPaths) -> str:
     if paths.austen_deb:
         return paths.austen_deb
-    found = sorted(glob.glob("r-cran-janeaustenr_*.deb") + glob.glob("/tmp/r-cran-janeaustenr_*.deb"))
+    found = sorted(
+        glob.glob("r-cran-janeaustenr_*.deb") + glob.glob("/tmp/r-cran-janeaustenr_*.deb")
+    )
     if not found:
         raise WorldError(
             "r-cran-janeaustenr .deb not found: run `apt-get download r-cran-janeaustenr` in the "
@@ -152,16 +166,20 @@ def extract_austen(paths: DebianPaths) -> dict[str, list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg", "-x", deb, tmp], check=True)
         data = Path(tmp) / "usr/lib/R/site-library/janeaustenr/data"
-        index = rdata.conversion.convert(
-            rdata.parser.parse_data(gzip.decompress((data / "Rdata.rdx").read_bytes()))
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            index = rdata.conversion.convert(
+                rdata.parser.parse_data(gzip.decompress((data / "Rdata.rdx").read_bytes()))
+            )
         blob = (data / "Rdata.rdb").read_bytes()
     novels: dict[str, list[str]] = {}
     for name in AUSTEN_NOVELS:
         off, length = (int(x) for x in index["variables"][name])
-        lines = rdata.conversion.convert(
-            rdata.parser.parse_data(zlib.decompress(blob[off + 4 : off + length]))
-        )
+        with warnings.catch_warnings():  # "Unknown file type: assumed RDS": it is RDS
+            warnings.simplefilter("ignore")
+            lines = rdata.conversion.convert(
+                rdata.parser.parse_data(zlib.decompress(blob[off + 4 : off + length]))
+            )
         paragraphs, cur = [], []
         for line in [str(x) for x in lines] + [""]:
             if line.strip():
@@ -190,21 +208,61 @@ def extract_wordnet(paths: DebianPaths) -> list[Synset]:
             n_words = int(parts[3], 16)
             lemmas = [parts[4 + 2 * i].replace("_", " ") for i in range(n_words)]
             lemmas = [re.sub(r"\(.*\)$", "", w) for w in lemmas]  # adj markers "(a)", "(p)"
-            out.append(Synset(f"{parts[2]}{parts[0]}", lexnames[int(parts[1])], lemmas, gloss.strip()))
+            out.append(
+                Synset(f"{parts[2]}{parts[0]}", lexnames[int(parts[1])], lemmas, gloss.strip())
+            )
     return out
 
 
 def _wordnet_lexnames() -> list[str]:
-    # The lexnames file is not in wordnet-base; this list is WordNet 3.0's lexnames(5WN) order.
-    return (
-        "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
-        "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
-        "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant "
-        "noun.possession noun.process noun.quantity noun.relation noun.shape noun.state "
-        "noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
-        "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
-        "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
-    ).split()
+    # The lexnames file is not in wordnet-base; this is WordNet 3.0's lexnames(5WN) order.
+    return [
+        "adj.all",
+        "adj.pert",
+        "adv.all",
+        "noun.Tops",
+        "noun.act",
+        "noun.animal",
+        "noun.artifact",
+        "noun.attribute",
+        "noun.body",
+        "noun.cognition",
+        "noun.communication",
+        "noun.event",
+        "noun.feeling",
+        "noun.food",
+        "noun.group",
+        "noun.location",
+        "noun.motive",
+        "noun.object",
+        "noun.person",
+        "noun.phenomenon",
+        "noun.plant",
+        "noun.possession",
+        "noun.process",
+        "noun.quantity",
+        "noun.relation",
+        "noun.shape",
+        "noun.state",
+        "noun.substance",
+        "noun.time",
+        "verb.body",
+        "verb.change",
+        "verb.cognition",
+        "verb.communication",
+        "verb.competition",
+        "verb.consumption",
+        "verb.contact",
+        "verb.creation",
+        "verb.emotion",
+        "verb.motion",
+        "verb.perception",
+        "verb.possession",
+        "verb.social",
+        "verb.stative",
+        "verb.weather",
+        "adj.ppl",
+    ]
 
 
 # ------------------------------------------------------------------------------------- fortunes
@@ -240,7 +298,8 @@ def read_dictd(paths: DebianPaths, name: str, package: str) -> list[tuple[str, s
     index = Path(paths.dictd_dir) / f"{name}.index"
     if not index.exists():
         raise _missing(str(index), package)
-    data = gzip.open(Path(paths.dictd_dir) / f"{name}.dict.dz").read()
+    with gzip.open(Path(paths.dictd_dir) / f"{name}.dict.dz") as f:  # dictzip is gzip
+        data = f.read()
     out = []
     for line in index.read_text(encoding="utf-8").splitlines():
         word, off, length = line.split("\t")[:3]
@@ -288,7 +347,9 @@ def extract_dict_entries(paths: DebianPaths, name: str, package: str) -> list[tu
 
 
 # --------------------------------------------------------------------------------- Python docs
-_DIRECTIVE = re.compile(r"^\.\. (function|method|class|exception|attribute|data|decorator)::\s+(.+)$")
+_DIRECTIVE = re.compile(
+    r"^\.\. (function|method|class|exception|attribute|data|decorator)::\s+(.+)$"
+)
 
 
 def extract_pydoc(paths: DebianPaths) -> tuple[list[str], list[ApiEntry]]:
@@ -297,23 +358,39 @@ def extract_pydoc(paths: DebianPaths) -> tuple[list[str], list[ApiEntry]]:
     if not (root / "library").is_dir():
         raise _missing(str(root), "python3.11-doc")
     docs = []
-    for sub in ("tutorial", "howto", "reference", "faq", "using", "extending", "c-api", "installing"):
+    for sub in (
+        "tutorial",
+        "howto",
+        "reference",
+        "faq",
+        "using",
+        "extending",
+        "c-api",
+        "installing",
+    ):
         for f in sorted((root / sub).rglob("*.rst.txt")):
             docs.append(f.read_text(encoding="utf-8", errors="replace"))
     api: list[ApiEntry] = []
     lib = root / "library"
     chapter_re = re.compile(r"^\s+(\S+)\.rst\s*$")
-    chapters = [m.group(1) for ln in (lib / "index.rst.txt").read_text().splitlines()
-                if (m := chapter_re.match(ln))]
+    chapters = [
+        m.group(1)
+        for ln in (lib / "index.rst.txt").read_text().splitlines()
+        if (m := chapter_re.match(ln))
+    ]
     seen: set[str] = set()
     for chapter in chapters:
         ch_file = lib / f"{chapter}.rst.txt"
-        modules = [m.group(1) for ln in ch_file.read_text().splitlines() if (m := chapter_re.match(ln))]
+        modules = [
+            m.group(1) for ln in ch_file.read_text().splitlines() if (m := chapter_re.match(ln))
+        ]
         for mod_file in [chapter, *modules]:
             path = lib / f"{mod_file}.rst.txt"
             if path.exists() and mod_file not in seen:
                 seen.add(mod_file)
-                api.extend(_api_entries(chapter, path.read_text(encoding="utf-8", errors="replace")))
+                api.extend(
+                    _api_entries(chapter, path.read_text(encoding="utf-8", errors="replace"))
+                )
     return docs, api
 
 
@@ -339,7 +416,9 @@ def _api_entries(area: str, text: str) -> list[ApiEntry]:
                 body.append(lines[j].strip())
             j += 1
         para = _strip_rst(" ".join(body))
-        sentence = re.split(r"(?<=[a-z0-9)`'\"])\.\s", para + " ", maxsplit=1)[0].strip().rstrip(".")
+        sentence = (
+            re.split(r"(?<=[a-z0-9)`'\"])\.\s", para + " ", maxsplit=1)[0].strip().rstrip(".")
+        )
         name = m.group(2).strip()
         if module and "." not in name.split("(")[0]:
             name = f"{module}.{name}"
@@ -376,8 +455,13 @@ def package_versions(packages: list[str]) -> dict[str, str]:
     out = {}
     for p in packages:
         try:
-            v = subprocess.run(["dpkg-query", "-W", "-f=${Version}", p], capture_output=True,
-                               text=True, check=False, env={**os.environ, "LC_ALL": "C"}).stdout
+            v = subprocess.run(
+                ["dpkg-query", "-W", "-f=${Version}", p],
+                capture_output=True,
+                text=True,
+                check=False,
+                env={**os.environ, "LC_ALL": "C"},
+            ).stdout
         except OSError:
             v = ""
         out[p] = v.strip()

@@ -10,10 +10,10 @@ Usage::
 The base is a LLaMA built by `training.model.build_model(spec.arch, seed)` and pre-trained with
 `training.finetune.finetune` on the world's whole chunk pool as plain text (warm-up, then
 cosine decay; AdamW betas 0.9/0.95, weight decay 0.1, clip 1.0) — the same code path as task
-fine-tuning, so "release 0" is made the way every later release is. The cache key is the world
-data digest + a hash of the spec, so a changed spec or rebuilt data never reuses a stale model.
-It is written to a temporary directory and renamed into place, so a killed build leaves no half
-model behind; `pretrain.json` in the directory records the loss curve.
+fine-tuning, so "release 0" is made the way every later release is. The cache key is the pool
+digest (chunks + tokenizer) + a hash of the spec, so a changed spec or rebuilt pool never reuses
+a stale model. It is written to a temporary directory and renamed into place, so a killed build
+leaves no half model behind; `pretrain.json` in the directory records the loss curve.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ Progress = Callable[[int, int, dict[str, float]], None]
 def base_model_dir(world: World, workspace_dir: str | os.PathLike[str]) -> Path:
     """Where `ensure_base_model` puts (or finds) this world's base model."""
     spec = world.base_model_spec
-    tag = f"{world.name}-{spec.key()}" + (f"-{world.data_digest}" if spec.kind == "scratch" else "")
+    tag = f"{world.name}-{spec.key()}" + (f"-{world.pool_digest}" if spec.kind == "scratch" else "")
     return Path(workspace_dir) / "base" / tag
 
 
@@ -44,27 +44,42 @@ def pretrain_config(world: World, num_threads: int | None = None) -> Any:
 
     s = world.base_model_spec
     return FinetuneConfig(
-        lr=s.lr, steps=s.steps, batch_size=s.batch_size, warmup_steps=s.warmup_steps,
-        schedule="cosine", min_lr_ratio=s.min_lr_ratio, weight_decay=s.weight_decay,
-        betas=(0.9, 0.95), clip=1.0, seed=s.seed, max_length=int(s.arch["max_position_embeddings"]),
-        accelerator="cpu", precision="32-true", num_threads=num_threads, log_every=10,
+        lr=s.lr,
+        steps=s.steps,
+        batch_size=s.batch_size,
+        warmup_steps=s.warmup_steps,
+        schedule="cosine",
+        min_lr_ratio=s.min_lr_ratio,
+        weight_decay=s.weight_decay,
+        betas=(0.9, 0.95),
+        clip=1.0,
+        seed=s.seed,
+        max_length=int(s.arch["max_position_embeddings"]),
+        accelerator="cpu",
+        precision="32-true",
+        num_threads=num_threads,
+        log_every=10,
     )
 
 
 def loss_curve(history: list[dict[str, float]], every: int = 25) -> list[tuple[int, float]]:
     """(step, mean train loss over the last `every` steps) pairs: the curve in pretrain.json."""
     out, window = [], []
-    for h in history:
+    for i, h in enumerate(history, start=1):
         window.append(float(h["loss"]))
-        step = int(h["step"])
-        if (step + 1) % every == 0 or h is history[-1]:
-            out.append((step + 1, round(sum(window) / len(window), 4)))
+        if i % every == 0 or i == len(history):
+            out.append((i, round(sum(window) / len(window), 4)))
             window = []
     return out
 
 
-def ensure_base_model(world: World, workspace_dir: str | os.PathLike[str],
-                      progress: Progress | None = None, *, num_threads: int | None = None) -> Path:
+def ensure_base_model(
+    world: World,
+    workspace_dir: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    num_threads: int | None = None,
+) -> Path:
     """The directory of the world's base model, pre-training (or converting) it on first use.
 
     Parameters
@@ -97,9 +112,14 @@ def ensure_base_model(world: World, workspace_dir: str | os.PathLike[str],
     save_model(res.model, tok, tmp)
     tokens = spec.steps * spec.batch_size * 128
     record = {
-        "world": world.name, "spec": spec.__dict__, "data_digest": world.data_digest,
-        "params": sum(p.numel() for p in res.model.parameters()), "pool_chunks": len(examples),
-        "steps": res.steps, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
+        "world": world.name,
+        "spec": spec.__dict__,
+        "pool_digest": world.pool_digest,
+        "params": sum(p.numel() for p in res.model.parameters()),
+        "pool_chunks": len(examples),
+        "steps": res.steps,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens / seconds),
         "loss_curve": loss_curve(res.history),
     }
     (tmp / "pretrain.json").write_text(json.dumps(record, indent=1, default=str) + "\n")

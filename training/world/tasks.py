@@ -70,8 +70,19 @@ PY_AREAS: dict[str, tuple[str, ...]] = {
     "py_runtime": ("development", "debug", "python", "language", "modules", "custominterp"),
     "py_data": ("datatypes", "numeric", "functional", "text", "binary", "stdtypes"),
     "py_io": ("ipc", "concurrency", "filesys"),
-    "py_misc": ("functions", "exceptions", "constants", "crypto", "i18n", "mm", "tk",
-                "frameworks", "windows", "distribution", "superseded"),
+    "py_misc": (
+        "functions",
+        "exceptions",
+        "constants",
+        "crypto",
+        "i18n",
+        "mm",
+        "tk",
+        "frameworks",
+        "windows",
+        "distribution",
+        "superseded",
+    ),
 }
 FORTUNE_TASKS = ("computers", "definitions", "people", "politics")
 AUSTEN_COMPLETION = ("prideprejudice", "emma", "mansfieldpark")
@@ -96,13 +107,15 @@ def _clause(gloss: str, limit: int = 100) -> str | None:
 
 
 def wordnet_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[TaskSpec]:
-    """"Define: word" -> first gloss clause, one task per large lexicographer domain.
+    """ "Define: word" -> first gloss clause, one task per large lexicographer domain.
 
     Only monosemous lemmas (one synset in all of WordNet), so each prompt has one answer.
     """
     senses = Counter(w.lower() for s in raw.wordnet for w in set(s.lemmas))
     sizes = Counter(s.lexname for s in raw.wordnet)
-    domains = [d for d, _ in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))][: cfg.wordnet_domains]
+    domains = [d for d, _ in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))][
+        : cfg.wordnet_domains
+    ]
     out = []
     for dom in domains:
         rng = random.Random(f"{cfg.seed}:wn:{dom}")
@@ -110,37 +123,52 @@ def wordnet_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[
         for s in raw.wordnet:
             word = s.lemmas[0]
             clause = _clause(s.gloss)
-            if s.lexname == dom and clause and senses[word.lower()] == 1 and re.fullmatch(r"[A-Za-z -]{2,30}", word):
+            if (
+                s.lexname == dom
+                and clause
+                and senses[word.lower()] == 1
+                and re.fullmatch(r"[A-Za-z -]{2,30}", word)
+            ):
                 cands.append((s.key, word, clause))
         chosen = _take(rng, cands, cfg.per_task)
         res.wordnet.update(k for k, _, _ in chosen)
         pos, _, area = dom.partition(".")
-        out.append(TaskSpec(
-            f"wn_{pos}_{area}".lower(), "wordnet",
-            f"Define a {pos} from WordNet's {dom} domain (word -> first gloss clause).",
-            [(f"Define: {w}\n", c) for _, w, c in chosen],
-        ))
+        out.append(
+            TaskSpec(
+                f"wn_{pos}_{area}".lower(),
+                "wordnet",
+                f"Define a {pos} from WordNet's {dom} domain (word -> first gloss clause).",
+                [(f"Define: {w}\n", c) for _, w, c in chosen],
+            )
+        )
     return out
 
 
 def translation_tasks(raw: RawCorpora, cfg: TaskBuildConfig) -> list[TaskSpec]:
-    """"Translate to French: fly" -> "voler" from the FreeDict English→X dictionaries."""
+    """ "Translate to French: fly" -> "voler" from the FreeDict English→X dictionaries."""
     out = []
     for lang, label in FREEDICT_LANGS.items():
         rng = random.Random(f"{cfg.seed}:tr:{lang}")
         pairs = []
         for eng, tr in raw.freedict.get(lang, []):
-            clean = re.sub(r"\s+", " ", re.sub(r"<[^>]*>|\[[^\]]*\]|\([^)]*\)|\{[^}]*\}", "", tr)).strip()
+            clean = re.sub(
+                r"\s+", " ", re.sub(r"<[^>]*>|\[[^\]]*\]|\([^)]*\)|\{[^}]*\}", "", tr)
+            ).strip()
             if 1 <= len(clean) <= 30:
                 pairs.append((f"Translate to {label}: {eng}\n", clean))
-        out.append(TaskSpec(f"translate_{lang}", "translation",
-                            f"Translate an English word to {label} (FreeDict eng-{lang}).",
-                            _take(rng, pairs, cfg.per_task)))
+        out.append(
+            TaskSpec(
+                f"translate_{lang}",
+                "translation",
+                f"Translate an English word to {label} (FreeDict eng-{lang}).",
+                _take(rng, pairs, cfg.per_task),
+            )
+        )
     return out
 
 
 def python_tasks(raw: RawCorpora, cfg: TaskBuildConfig) -> list[TaskSpec]:
-    """"Python: what does os.listdir(path='.') do?" -> first sentence of its library entry.
+    """ "Python: what does os.listdir(path='.') do?" -> first sentence of its library entry.
 
     The upstream Python source holds only the tutorial/howto/reference/FAQ/C-API documents, never
     library/, so these answers cannot leak into it.
@@ -151,17 +179,27 @@ def python_tasks(raw: RawCorpora, cfg: TaskBuildConfig) -> list[TaskSpec]:
         seen: set[str] = set()
         pairs = []
         for e in raw.pydoc_api:
-            if e.area in areas and not e.name.endswith("\\") and len(e.first_sentence.split()) >= 4 and e.name not in seen:
+            if (
+                e.area in areas
+                and not e.name.endswith("\\")
+                and len(e.first_sentence.split()) >= 4
+                and e.name not in seen
+            ):
                 seen.add(e.name)
                 pairs.append((f"Python: what does {e.name} do?\n", e.first_sentence))
-        out.append(TaskSpec(name, "python-doc",
-                            f"Describe a Python standard-library API ({', '.join(areas[:3])}...) in one sentence.",
-                            _take(rng, pairs, cfg.per_task)))
+        out.append(
+            TaskSpec(
+                name,
+                "python-doc",
+                f"Describe a Python standard-library API ({', '.join(areas[:3])}...) in one sentence.",
+                _take(rng, pairs, cfg.per_task),
+            )
+        )
     return out
 
 
 def bible_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[TaskSpec]:
-    """"Complete the verse (Genesis 1:3): And God said," -> "Let there be light: ..."
+    """ "Complete the verse (Genesis 1:3): And God said," -> "Let there be light: ..."
 
     Verses come from whole chapters drawn at random; those chapters leave the upstream set.
     """
@@ -180,7 +218,9 @@ def bible_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[Ta
             for i, v in enumerate(ch.verses, 1):
                 cut = _split_half(v)
                 if cut and len(pairs) < cfg.per_task:
-                    pairs.append((f"Complete the verse ({ch.book} {ch.number}:{i}): {cut[0]}\n", cut[1]))
+                    pairs.append(
+                        (f"Complete the verse ({ch.book} {ch.number}:{i}): {cut[0]}\n", cut[1])
+                    )
         out.append(TaskSpec(name, "bible", f"Complete a King James verse from {desc}.", pairs))
     return out
 
@@ -206,8 +246,14 @@ def austen_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[T
                 pairs.append((f"Which Jane Austen novel is this from? {sents[0]}\n", title))
                 got += 1
     rng.shuffle(pairs)
-    out.append(TaskSpec("austen_novel", "austen",
-                        "Name the Jane Austen novel a sentence comes from.", pairs[: cfg.per_task]))
+    out.append(
+        TaskSpec(
+            "austen_novel",
+            "austen",
+            "Name the Jane Austen novel a sentence comes from.",
+            pairs[: cfg.per_task],
+        )
+    )
     for novel in AUSTEN_COMPLETION:
         rng = random.Random(f"{cfg.seed}:austen:{novel}")
         paras = list(enumerate(raw.austen.get(novel, [])))
@@ -221,14 +267,22 @@ def austen_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[T
             sents = [s for s in _sentences(p) if 8 <= len(s.split()) <= 40]
             if sents and (cut := _split_half(sents[0], 8, 10)):
                 res.austen.add((novel, idx))
-                comp.append((f"Continue this sentence from {AUSTEN_NOVELS[novel]}: {cut[0]}\n", cut[1]))
-        out.append(TaskSpec(f"austen_complete_{novel}", "austen",
-                            f"Finish a sentence from {AUSTEN_NOVELS[novel]}.", comp))
+                comp.append(
+                    (f"Continue this sentence from {AUSTEN_NOVELS[novel]}: {cut[0]}\n", cut[1])
+                )
+        out.append(
+            TaskSpec(
+                f"austen_complete_{novel}",
+                "austen",
+                f"Finish a sentence from {AUSTEN_NOVELS[novel]}.",
+                comp,
+            )
+        )
     return out
 
 
 def fortune_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[TaskSpec]:
-    """"Finish the saying: <first half>" -> second half, on short one-line-ish fortunes."""
+    """ "Finish the saying: <first half>" -> second half, on short one-line-ish fortunes."""
     out = []
     for cat in FORTUNE_TASKS:
         rng = random.Random(f"{cfg.seed}:fortune:{cat}")
@@ -239,9 +293,14 @@ def fortune_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> list[
                 cands.append((i, cut))
         chosen = _take(rng, cands, cfg.per_task)
         res.fortunes.update((cat, i) for i, _ in chosen)
-        out.append(TaskSpec(f"fortune_{cat}".replace("-", "_"), "fortune",
-                            f"Finish a short saying from the '{cat}' fortune file.",
-                            [(f"Finish the saying: {h}\n", t) for _, (h, t) in chosen]))
+        out.append(
+            TaskSpec(
+                f"fortune_{cat}".replace("-", "_"),
+                "fortune",
+                f"Finish a short saying from the '{cat}' fortune file.",
+                [(f"Finish the saying: {h}\n", t) for _, (h, t) in chosen],
+            )
+        )
     return out
 
 
@@ -267,20 +326,34 @@ def dictionary_tasks(raw: RawCorpora, cfg: TaskBuildConfig, res: Reserved) -> li
     devil = _take(rng, dc, cfg.per_task)
     res.devil.update(w for w, _ in devil)
     return [
-        TaskSpec("jargon_define", "hacker-lexicon", "Define a term from the Jargon File (first sentence).",
-                 [(f"Jargon File: what is '{w}'?\n", d) for w, d in jargon]),
-        TaskSpec("devil_define", "hacker-lexicon", "Give Ambrose Bierce's Devil's Dictionary definition of a word.",
-                 [(f"Devil's Dictionary: define '{w}'.\n", d) for w, d in devil]),
+        TaskSpec(
+            "jargon_define",
+            "hacker-lexicon",
+            "Define a term from the Jargon File (first sentence).",
+            [(f"Jargon File: what is '{w}'?\n", d) for w, d in jargon],
+        ),
+        TaskSpec(
+            "devil_define",
+            "hacker-lexicon",
+            "Give Ambrose Bierce's Devil's Dictionary definition of a word.",
+            [(f"Devil's Dictionary: define '{w}'.\n", d) for w, d in devil],
+        ),
     ]
 
 
-def build_tasks(raw: RawCorpora, cfg: TaskBuildConfig | None = None) -> tuple[list[TaskSpec], Reserved]:
+def build_tasks(
+    raw: RawCorpora, cfg: TaskBuildConfig | None = None
+) -> tuple[list[TaskSpec], Reserved]:
     """All tasks (sorted by name) and the entries they reserve away from the upstream set."""
     cfg = cfg or TaskBuildConfig()
     res = Reserved()
     specs = (
-        wordnet_tasks(raw, cfg, res) + translation_tasks(raw, cfg) + python_tasks(raw, cfg)
-        + bible_tasks(raw, cfg, res) + austen_tasks(raw, cfg, res) + fortune_tasks(raw, cfg, res)
+        wordnet_tasks(raw, cfg, res)
+        + translation_tasks(raw, cfg)
+        + python_tasks(raw, cfg)
+        + bible_tasks(raw, cfg, res)
+        + austen_tasks(raw, cfg, res)
+        + fortune_tasks(raw, cfg, res)
         + dictionary_tasks(raw, cfg, res)
     )
     # A prompt repeated within a task (two senses, two verses) would make its answer ambiguous.

@@ -25,8 +25,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int =
 
     tok = ByteLevelBPETokenizer()
     tok.train_from_iterator(
-        list(texts), vocab_size=vocab_size, min_frequency=min_frequency,
-        special_tokens=[EOS], show_progress=False,
+        list(texts),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS],
+        show_progress=False,
     )
     return tok
 
@@ -40,8 +43,12 @@ def save_hf_tokenizer(tok: Any, out_dir: str | Path, max_length: int = 256) -> P
     raw_path = out / "tokenizer.json"
     tok.save(str(raw_path))
     hf = PreTrainedTokenizerFast(
-        tokenizer_file=str(raw_path), eos_token=EOS, pad_token=EOS, bos_token=EOS,
-        unk_token=EOS, model_max_length=max_length,
+        tokenizer_file=str(raw_path),
+        eos_token=EOS,
+        pad_token=EOS,
+        bos_token=EOS,
+        unk_token=EOS,
+        model_max_length=max_length,
     )
     hf.save_pretrained(str(out))
     return out
