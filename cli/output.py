@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,8 +63,8 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise  # click's own usage errors keep exit code 2
         except Exception as e:
             if kwargs.get("debug"):
                 raise

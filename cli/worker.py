@@ -193,9 +193,12 @@ def follow(jobs: Any, job: dict[str, Any], wait: bool, as_json: bool) -> None:
     emit({"job_id": job["job_id"], **result}, as_json)
 
 
-def submit_release(req: Any, wait: bool, as_json: bool) -> None:
-    """`ftctl release new-task … --remote [--wait]` (called from cli/release.py)."""
-    jobs = _jobs()
+def submit_release(s: Any, req: Any, wait: bool, as_json: bool) -> None:
+    """`ftctl release new-task … --remote [--wait]` (called from cli/release.py with the
+    command's settings: its per-job options travel with the job)."""
+    from service.remote import RemoteJobs
+
+    jobs = RemoteJobs(s)
     follow(jobs, jobs.submit_release(req), wait, as_json)
 
 

@@ -78,6 +78,17 @@ def task_steps(settings: Settings) -> int:
     return settings.steps or int(load_world(settings).base_model_spec.finetune.get("steps", 150))
 
 
+def step_messages(say: Callable[[str], None], label: str, parts: int = 10) -> Callable[..., None]:
+    """A training progress callback (step, total, history entry) that reports every 1/parts."""
+
+    def report(step: int, total: int, entry: dict[str, float] | None = None) -> None:
+        if step == total or step % max(1, total // parts) == 0:
+            loss = f", loss {entry['loss']:.3f}" if entry and "loss" in entry else ""
+            say(f"{label}: step {step}/{total}{loss}")
+
+    return report
+
+
 def replay_steps(steps: int, ratio: float) -> int:
     """Training length with replay: the study extends max_steps by (1 + r)."""
     return round(steps * (1 + ratio)) if ratio > 0 else steps

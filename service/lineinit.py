@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from service.compute import step_messages
 from service.context import load_or_measure_nll, load_upstream, load_world
 from service.errors import ServiceError
 from service.jobs import run_job
@@ -38,7 +39,8 @@ def init_line(settings: Settings, *, model_dir: Path | None = None,
         from training.world.pretrain import ensure_base_model
 
         say(f"building the base model of world {world.name!r} (once; cached in {settings.workspace})")
-        model_dir = Path(ensure_base_model(world, settings.workspace, progress=None))
+        model_dir = Path(ensure_base_model(world, settings.workspace,
+                                           progress=step_messages(say, "pre-training")))
     elif not (model_dir / "config.json").exists():
         raise ServiceError(f"{model_dir} is not a Hugging Face model directory (no config.json); "
                            "pass the directory written by save_pretrained")

@@ -29,6 +29,7 @@ from service.compute import (
     TrainSpec,
     finetune_config,
     replay_steps,
+    step_messages,
     task_steps,
     train_and_measure,
 )
@@ -232,7 +233,7 @@ def _release_body(settings: Settings, tracker: Tracker, registry: Registry, run:
     with tracker.run("train", parent_id=run.run_id, tags={TAG + "stage": "train"}) as child:
         logger = _lightning_logger(tracker, child.run_id)
         outcome = train_and_measure(spec(measure, plan.ids, save_dir), probe=probe_spec, logger=logger,
-                                    progress=None)
+                                    progress=step_messages(say, f"fine-tuning {task.name}"))
         log_training(child, outcome)
     with tracker.run("predict", parent_id=run.run_id, tags={TAG + "stage": "predict"}) as child:
         _log_plan(child, plan, upstream, outcome)

@@ -28,6 +28,7 @@ from service.errors import ServiceError
 from service.settings import Settings
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELLED", "REVOKED"})
+STALE = ("error", "finished", "summary", "started", "worker", "attempts")  # reset on resubmit
 # Settings a submitter may override per job; everything else (paths, URIs) is the workers' own.
 JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
                  "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting")
@@ -167,6 +168,7 @@ class RemoteJobs:
                 return {**(self.store.get(job_id) or {}), "submitted": False}
         else:
             self.store.clear(job_id)
+            self.store.r.hdel(self.store.key("job", job_id), *STALE)
             self.store.update(job_id, **{k: v for k, v in fields.items() if k != "job_id"})
         canvas.apply_async()
         return {**fields, "submitted": True}

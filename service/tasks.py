@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ from service.remote import JOB_OVERRIDES, JobStore
 from service.settings import Settings
 
 log = logging.getLogger("ftctl.worker")
+STEP = re.compile(r"step (?P<step>\d+)/(?P<total>\d+)")
 TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 
 
@@ -58,8 +60,11 @@ def job_settings(app: Any, overrides: Any) -> Settings:
         raise ServiceError(f"bad arguments: settings {', '.join(unknown)} cannot be set per job; "
                            f"allowed: {', '.join(JOB_OVERRIDES)}")
     base: Settings = app.ftctl_settings
+    odd = {k: v for k, v in overrides.items() if not isinstance(v, bool | int | float | str | None)}
+    if odd:
+        raise ServiceError(f"bad arguments: job settings must be JSON scalars, got {odd}")
     try:
-        return base.replace(**{k: type(getattr(base, k))(v) for k, v in overrides.items()})
+        return base.replace(**overrides)  # Settings validates the values
     except (TypeError, ValueError) as e:
         raise ServiceError(f"bad arguments: job settings {overrides} are invalid ({e})") from None
 
@@ -70,14 +75,21 @@ class Progress:
     def __init__(self, task: Any, store: JobStore, job_id: str) -> None:
         self.task, self.store, self.job_id = task, store, job_id
         self.t0 = time.monotonic()
+        self.stage, self.stage_t0 = task.name.removeprefix("ftctl."), self.t0
 
     def __call__(self, message: str, step: int | None = None, total: int | None = None) -> None:
         if self.store.cancelled(self.job_id):
             raise JobCancelled(f"job {self.job_id} was cancelled by the user")
-        elapsed = time.monotonic() - self.t0
-        eta = elapsed / step * (total - step) if step and total else None
-        meta = {"message": message, "step": step, "total": total, "eta": eta, "elapsed": elapsed,
-                "stage": self.task.name.removeprefix("ftctl."), "job_id": self.job_id}
+        now = time.monotonic()
+        found = STEP.search(message)  # the pipeline reports "<stage>: step 30/300, loss …"
+        if step is None and found:
+            step, total = int(found["step"]), int(found["total"])
+            stage = message[: found.start()].rstrip(": ") or self.stage
+            if stage != self.stage:
+                self.stage, self.stage_t0 = stage, now
+        eta = (now - self.stage_t0) / step * (total - step) if step and total else None
+        meta = {"message": message, "step": step, "total": total, "eta": eta,
+                "elapsed": now - self.t0, "stage": self.stage, "job_id": self.job_id}
         if self.task.request.id:
             self.task.update_state(state="PROGRESS", meta=meta)
         self.store.update(self.job_id, state="PROGRESS", message=message)
@@ -162,9 +174,11 @@ def _finished(settings: Settings, job_id: str, attempts: int) -> dict[str, Any] 
         return {**tracker.job_result(done.info.run_id), "reused": True}
     # We hold the lock, so a RUNNING run of this job belongs to a worker that died.
     for run in tracker.find_runs({TAG + "job_id": job_id}, status="RUNNING"):
-        tracker.client.set_tag(run.info.run_id, TAG + "failure",
-                               f"interrupted: its worker died; retried (delivery {attempts})")
-        tracker.client.set_terminated(run.info.run_id, "FAILED")
+        dead = [run, *tracker.find_runs({"mlflow.parentRunId": run.info.run_id}, status="RUNNING")]
+        for r in dead:  # the job run and its stage runs (train, measure...)
+            tracker.client.set_tag(r.info.run_id, TAG + "failure",
+                                   f"interrupted: its worker died; retried (delivery {attempts})")
+            tracker.client.set_terminated(r.info.run_id, "FAILED")
     return None
 
 

@@ -126,7 +126,7 @@ def test_cancel_and_retry(running: Cluster) -> None:
 
 def test_sigkill_mid_job_then_a_new_worker_finishes_it_exactly_once(tmp_path: Path) -> None:
     require_redis()
-    with cluster(tmp_path) as c:
+    with cluster(tmp_path, FTCTL_VISIBILITY_TIMEOUT="3") as c:
         gpu = c.worker("gpu", name="gpu-a")
         jobs = c.jobs()
         job = jobs.submit_diagnose(seconds=4, steps=8)
@@ -144,9 +144,10 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_it_exactly_once(tmp_path: Pa
         assert "gpu-b" not in c.log("gpu-a") and "Task ftctl.diagnose" in c.log("gpu-b")
 
 
+@pytest.mark.slow
 def test_poison_job_is_failed_after_max_attempts(tmp_path: Path) -> None:
     require_redis()
-    with cluster(tmp_path) as c:
+    with cluster(tmp_path, FTCTL_VISIBILITY_TIMEOUT="3") as c:
         gpu = c.worker("gpu", name="gpu-a")
         jobs = c.jobs()
         job = jobs.submit_diagnose(seconds=10, steps=10)

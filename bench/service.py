@@ -1,0 +1,250 @@
+"""Benchmark of the distributed mode: what the broker costs, and how rows should be logged.
+
+Usage::
+
+    python -m bench.service --json              # everything (~3-4 min on 2 cores)
+    python -m bench.service --skip-release      # without the tiny release (~1 min)
+
+Needs Redis on 127.0.0.1:6379 (a private DB number and queue prefix are used). Figures, all
+measured in this run:
+
+* dispatch overhead per stage: submit -> the worker starts the job (job record timestamp),
+  for `ftctl.diagnose` jobs on a gpu (solo) worker, and the broker round trip of a trivial task
+  on a cpu (prefork) worker; the in-process baseline is a direct function call (~0);
+* throughput of trivial stage tasks (500 sent at once to one cpu worker);
+* end-to-end overhead of a remote release over the in-process one for the same tiny job: the
+  tiny world, a 2-layer model built from a config, `--steps` fine-tuning steps, no promotion;
+  in-process = `ftctl release new-task` in a fresh process, remote = submit + wait on a fresh
+  gpu worker (both pay their imports once);
+* logging a 1,000,000-example forgetting row as one parquet artifact vs per-example
+  `log_metric` calls. The per-metric figure is EXTRAPOLATED from 1,000 timed calls (x1,000).
+
+Goals (issue 6): < 1 s overhead per stage; the row artifact >= 100x faster than per-metric
+logging and < 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+class Deployment:
+    """A workspace + real worker processes on a private Redis DB / queue prefix."""
+
+    def __init__(self, tmp: Path, db: int) -> None:
+        self.tmp = tmp
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}-"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FTCTL_")} | {
+            "FTCTL_WORKSPACE": str(tmp / "ws"), "FTCTL_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
+            "FTCTL_QUEUE_PREFIX": self.prefix, "FTCTL_WORLD": "tiny", "FTCTL_SCHEDULE_INBOX": "off",
+            "FTCTL_SCHEDULE_STATS": "off", "FTCTL_SCHEDULE_REFIT": "off", "PYTHONPATH": str(ROOT),
+            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GIT_PYTHON_REFRESH": "quiet"}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def ftctl(self, *args: str) -> list[str]:
+        return [sys.executable, "-c", "from cli.app import app; from cli.worker import standalone; "
+                "import sys; (standalone() if sys.argv[1] in ('worker','scheduler','jobs','inbox') "
+                "else app)()", *args]
+
+    def start_worker(self, queue: str) -> None:
+        log = self.tmp / f"{queue}-{len(self.procs)}.log"
+        extra = ["--gpu", "0"] if queue == "gpu" else ["--concurrency", "1"]
+        proc = subprocess.Popen(self.ftctl("worker", "--queue", queue, *extra), env=self.env,
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        deadline = time.monotonic() + 120
+        while " ready." not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def jobs(self) -> Any:
+        from service.celery_app import make_app
+        from service.remote import RemoteJobs
+        from service.settings import load_settings
+
+        s = load_settings(env=self.env)
+        return RemoteJobs(s, make_app(s, env=self.env))
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
+        import redis
+
+        r = redis.Redis.from_url(self.env["FTCTL_BROKER_URL"])
+        keys = list(r.scan_iter(f"*{self.prefix}*", count=1000))
+        if keys:
+            r.delete(*keys)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def dispatch(dep: Deployment, n: int) -> dict[str, Any]:
+    jobs = dep.jobs()
+    jobs.wait(jobs.submit_diagnose(seconds=0, steps=1)["job_id"], timeout=120)  # warm the worker
+    delays = []
+    for _ in range(n):
+        t0 = time.time()
+        job = jobs.submit_diagnose(seconds=0, steps=1)
+        jobs.wait(job["job_id"], timeout=120, poll=0.05)
+        delays.append(jobs.store.get(job["job_id"])["started"] - t0)
+    echo = jobs.app.tasks["ftctl.echo"]
+    echo.apply_async((0,)).get(timeout=60)
+    rtt = []
+    for i in range(n * 5):
+        t0 = time.perf_counter()
+        echo.apply_async((i,)).get(timeout=60)
+        rtt.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    results = [echo.apply_async((i,)) for i in range(500)]
+    for r in results:
+        r.get(timeout=120)
+    throughput = 500 / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(10_000):
+        echo.run(i)  # the in-process baseline: the same function, no broker
+    inproc = (time.perf_counter() - t0) / 10_000
+    return {"submit_to_start_s": {"p50": statistics.median(delays), "p95": pct(delays, 0.95), "n": n},
+            "echo_round_trip_s": {"p50": statistics.median(rtt), "p95": pct(rtt, 0.95), "n": len(rtt)},
+            "in_process_call_s": inproc, "trivial_tasks_per_s": throughput}
+
+
+def release(dep: Deployment, steps: int) -> dict[str, Any]:
+    model = dep.tmp / "model"
+    subprocess.run([sys.executable, "-c", BUILD_MODEL, str(model)], env=dep.env, check=True)
+    run = subprocess.run(dep.ftctl("init", "--world", "tiny", "--model", str(model), "--json"),
+                         env=dep.env, capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"ftctl init failed: {run.stderr[-2000:]}")
+    t0 = time.perf_counter()
+    local = subprocess.run(dep.ftctl("release", "new-task", "bible_gospels", "--method", "random",
+                                     "--steps", str(steps), "--no-promote", "--json"),
+                           env=dep.env, capture_output=True, text=True)
+    in_process = time.perf_counter() - t0
+    if local.returncode:
+        raise SystemExit(f"in-process release failed: {local.stderr[-2000:]}")
+    dep.start_worker("gpu")
+    dep.start_worker("cpu")
+    from service.release import ReleaseRequest
+
+    jobs = dep.jobs()
+    t0 = time.perf_counter()
+    job = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="random", steps=steps,
+                                             promote=False))
+    result = jobs.wait(job["job_id"], timeout=900, poll=0.2)
+    remote = time.perf_counter() - t0
+    return {"steps": steps, "in_process_s": in_process, "remote_s": remote,
+            "overhead_s": remote - in_process, "remote_version": result.get("version")}
+
+
+BUILD_MODEL = """
+import sys
+from tokenizers import ByteLevelBPETokenizer
+from transformers import PreTrainedTokenizerFast
+from training.model import build_model, save_model
+bpe = ByteLevelBPETokenizer()
+bpe.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20, vocab_size=300,
+                        min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                              pad_token="<|endoftext|>")
+cfg = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+       "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": True,
+       "vocab_size": len(tok), "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+save_model(build_model(cfg, seed=0), tok, sys.argv[1])
+"""
+
+
+def logging_cost(tmp: Path, n: int = 1_000_000, calls: int = 1_000) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from service.settings import load_settings
+    from service.tracking import ROW_ARTIFACT, Tracker
+
+    tracker = Tracker(load_settings(env={"FTCTL_WORKSPACE": str(tmp / "log-ws")}))
+    rng = np.random.default_rng(0)
+    before, after = rng.gamma(2, 1, n), rng.gamma(2, 1, n)
+    row = pd.DataFrame({"example_id": [f"ex{i}" for i in range(n)], "source": "bench",
+                        "nll_before": before, "nll_after": after, "delta": after - before,
+                        "replayed": False, "heldout": False})
+    with tracker.run("row-artifact") as run:
+        t0 = time.perf_counter()
+        run.log_dataframe(row, ROW_ARTIFACT)
+        artifact = time.perf_counter() - t0
+    with tracker.run("per-metric") as run:
+        t0 = time.perf_counter()
+        for i in range(calls):
+            tracker.client.log_metric(run.run_id, f"delta/ex{i}", float(row["delta"].iat[i]))
+        per_call = (time.perf_counter() - t0) / calls
+    return {"examples": n, "artifact_s": artifact, "per_metric_call_s": per_call,
+            "per_metric_total_s_extrapolated": per_call * n,
+            "extrapolated_from_calls": calls, "speedup": per_call * n / artifact}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--skip-release", action="store_true", help="skip the tiny release comparison")
+    ap.add_argument("--n", type=int, default=20, help="dispatch samples")
+    ap.add_argument("--steps", type=int, default=5, help="fine-tuning steps of the tiny release")
+    args = ap.parse_args()
+    out: dict[str, Any] = {"cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        out["logging"] = logging_cost(tmp)
+        dep = Deployment(tmp, db=8 + os.getpid() % 8)
+        try:
+            dep.start_worker("gpu")
+            dep.start_worker("cpu")
+            out["dispatch"] = dispatch(dep, args.n)
+            if not args.skip_release:
+                for p in dep.procs:  # fresh workers for the release: both sides pay imports once
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(30)
+                dep.procs.clear()
+                out["release"] = release(dep, args.steps)
+        finally:
+            dep.close()
+    d, lg = out["dispatch"], out["logging"]
+    out["goals"] = {"stage_overhead_lt_1s": d["submit_to_start_s"]["p95"] < 1.0,
+                    "row_artifact_ge_100x": lg["speedup"] >= 100, "row_artifact_lt_5s": lg["artifact_s"] < 5}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"dispatch submit->start p50 {d['submit_to_start_s']['p50'] * 1000:.0f} ms, "
+          f"p95 {d['submit_to_start_s']['p95'] * 1000:.0f} ms (in-process call "
+          f"{d['in_process_call_s'] * 1e6:.1f} µs)")
+    print(f"echo round trip p50 {d['echo_round_trip_s']['p50'] * 1000:.1f} ms; "
+          f"{d['trivial_tasks_per_s']:.0f} trivial tasks/s")
+    if "release" in out:
+        r = out["release"]
+        print(f"tiny release: in-process {r['in_process_s']:.1f} s, remote {r['remote_s']:.1f} s, "
+              f"overhead {r['overhead_s']:+.1f} s")
+    print(f"1M-example row: artifact {lg['artifact_s']:.2f} s vs per-metric "
+          f"{lg['per_metric_total_s_extrapolated']:.0f} s (extrapolated from {lg['extrapolated_from_calls']} "
+          f"calls): {lg['speedup']:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

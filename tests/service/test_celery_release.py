@@ -1,0 +1,106 @@
+"""A tiny release end to end through the broker (slow: real fine-tuning on the tiny world).
+
+gpu stage (`ftctl.release`) and cpu stage (`ftctl.finalize`) on real workers; then a release
+whose gpu worker is SIGKILLed in the middle of fine-tuning finishes exactly once on a new
+worker; then beat + inbox turn a dropped task into a release without manual action.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.workers import Cluster, cluster, require_redis, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BUILD = """
+import sys
+from tokenizers import ByteLevelBPETokenizer
+from transformers import PreTrainedTokenizerFast
+from training.model import build_model, save_model
+bpe = ByteLevelBPETokenizer()
+bpe.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20, vocab_size=300,
+                        min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                              pad_token="<|endoftext|>")
+cfg = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+       "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": True,
+       "vocab_size": len(tok), "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+save_model(build_model(cfg, seed=0), tok, sys.argv[1])
+"""
+
+
+def init_line(c: Cluster) -> None:
+    """`ftctl init --world tiny --model DIR` with a 2-layer model built from a config."""
+    model = c.tmp / "model"
+    subprocess.run([sys.executable, "-c", BUILD, str(model)], env=c.env(), check=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "cli.app", "init", "--world", "tiny", "--model",
+                           str(model)], env=c.env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+def tracker(c: Cluster) -> Any:
+    from service.tracking import Tracker
+
+    return Tracker(c.settings())
+
+
+def releases_of(c: Cluster, job_id: str) -> list[Any]:
+    from service.tracking import TAG
+
+    return tracker(c).find_runs({TAG + "job_id": job_id}, status=None)
+
+
+def versions_for(c: Cluster, task: str) -> list[Any]:
+    from service.registry import Registry
+
+    return [v for v in Registry(tracker(c)).versions() if v.tags.get("ftctl.task") == task]
+
+
+def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
+    from service.release import ReleaseRequest
+
+    require_redis()
+    with cluster(tmp_path, FTCTL_STEPS="4", FTCTL_K="5") as c:
+        init_line(c)
+        gpu = c.worker("gpu", name="gpu-a")
+        c.worker("cpu")
+        jobs = c.jobs()
+
+        # 1. gpu stage + cpu stage, progress followed like `--wait`.
+        job = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="random", steps=4))
+        twice = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="random", steps=4))
+        assert twice["job_id"] == job["job_id"] and not twice["submitted"]  # one execution
+        lines: list[str] = []
+        result = jobs.wait(job["job_id"], progress=lines.append, timeout=600)
+        assert result["version"] == 2 and result["task"] == "bible_gospels"
+        assert any("release bible_gospels" in line for line in lines)
+        wait_for(lambda: jobs.store.get(job["job_id"]).get("summary"), 60, "the cpu finalize stage")
+        assert [r.info.status for r in releases_of(c, job["job_id"])] == ["FINISHED"]
+
+        # 2. SIGKILL in the middle of fine-tuning; a new worker finishes the job exactly once.
+        job = jobs.submit_release(ReleaseRequest(task="bible_history", method="random", steps=60))
+        t = tracker(c)
+        wait_for(lambda: [r for r in t.find_runs({"ftctl.stage": "train"}, status="RUNNING")], 300,
+                 "fine-tuning to start", poll=0.2)
+        c.stop(gpu, signal.SIGKILL)
+        c.worker("gpu", name="gpu-b")
+        result = jobs.wait(job["job_id"], timeout=900)
+        assert len(versions_for(c, "bible_history")) == 1
+        runs = releases_of(c, job["job_id"])
+        assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+        assert "worker died" in next(r for r in runs if r.info.status == "FAILED").data.tags["ftctl.failure"]
+
+        # 3. beat + inbox: a dropped task becomes a release from the current @champion.
+        c.start("scheduler", name="beat", ready="beat: Starting", FTCTL_SCHEDULE_INBOX="1")
+        inbox = c.workspace / "inbox"
+        inbox.mkdir(exist_ok=True)
+        (inbox / "law.task.json").write_text('{"task": "bible_law", "method": "random"}')
+        wait_for(lambda: (inbox / "done" / "law.task.json").exists(), 900, "the inbox release")
+        assert len(versions_for(c, "bible_law")) == 1

@@ -1,0 +1,92 @@
+"""Celery beat + the inbox, for real: `ftctl scheduler` (beat) and a cpu worker on Redis turn a
+dataset dropped into the inbox into a release job from the current @champion, one at a time;
+a second scheduler refuses to start. (The release itself running on a gpu worker is in
+test_celery_release.py, slow.)"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.workers import Cluster, cluster, require_redis, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def register_champion(c: Cluster) -> int:
+    """A registered @champion (what `ftctl init` leaves); the scan only needs its version."""
+    from service.registry import CHAMPION, Registry
+    from service.tracking import Tracker
+
+    model = c.tmp / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    tracker = Tracker(c.settings())
+    with tracker.run("init") as run:
+        run.log_artifacts(model, "model")
+    registry = Registry(tracker)
+    v = registry.register(run.run_id, "model", {})
+    registry.set_alias(CHAMPION, v.version)
+    return v.version
+
+
+def release_jobs(jobs: Any) -> list[dict[str, Any]]:
+    return [j for j in jobs.list() if j["kind"] == "release"]
+
+
+def test_beat_turns_inbox_items_into_releases_one_at_a_time(tmp_path: Path) -> None:
+    require_redis()
+    with cluster(tmp_path, FTCTL_SCHEDULE_INBOX="1") as c:
+        version = register_champion(c)
+        c.worker("cpu")
+        c.start("scheduler", name="beat", ready="beat: Starting")
+        second = subprocess.run([*c.cmd, "scheduler"], env=c.env(), capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 1 and "another scheduler is running" in second.stderr
+
+        data = tmp_path / "new_task.jsonl"
+        data.write_text('{"prompt": "q", "response": "a"}\n')
+        added = subprocess.run([*c.cmd, "inbox", "add", str(data)], env=c.env(),
+                               capture_output=True, text=True, timeout=120)
+        assert added.returncode == 0, added.stderr
+        jobs = c.jobs()
+        [job] = wait_for(lambda: release_jobs(jobs), 60, "the inbox item to become a release job")
+        args = jobs.show(job["job_id"])["args"]["request"]
+        assert args["parent_version"] == version and args["name"] == "inbox:new_task.jsonl"
+        inbox = c.workspace / "inbox"
+        assert [p.name for p in (inbox / "processing").iterdir()] == ["new_task.jsonl"]
+        assert jobs.store.queue_length(c.prefix + "gpu") == 1  # waiting for a gpu worker
+
+        # A second item waits while the first release is open ...
+        (inbox / "second.task.json").write_text('{"task": "bible_gospels"}')
+        time.sleep(5)
+        assert len(release_jobs(jobs)) == 1
+        # ... and goes once the first has ended (here: cancelled; it lands in failed/).
+        jobs.cancel(job["job_id"])
+        wait_for(lambda: len(release_jobs(jobs)) == 2, 60, "the second item to be released")
+        assert (inbox / "failed" / "new_task.jsonl").exists()
+        assert [p.name for p in (inbox / "processing").iterdir()] == ["second.task.json"]
+
+
+def test_statistics_jobs_are_queued_only_when_the_gpu_is_idle(tmp_path: Path) -> None:
+    """The beat-triggered task body, called directly (no worker): it talks to the real Redis."""
+    require_redis()
+    with cluster(tmp_path, FTCTL_STATS_BATCH="2") as c:
+        register_champion(c)
+        app = c.app()
+        first = app.tasks["ftctl.stats_when_idle"]()
+        assert first["action"] == "submitted" and len(first["jobs"]) == 2
+        from training.world import load_world
+
+        assert first["missing"] == len(load_world("tiny").tasks)  # no full row yet
+        jobs = c.jobs()
+        assert {jobs.show(j)["kind"] for j in first["jobs"]} == {"stats"}
+        assert jobs.store.queue_length(c.prefix + "gpu") == 2
+        busy = app.tasks["ftctl.stats_when_idle"]()
+        assert busy["action"] == "skipped" and "2 queued" in busy["reason"]
+        refit = app.tasks["ftctl.refit"]()
+        assert refit["action"] == "skipped" and "the matrix has 0" in refit["reason"]
