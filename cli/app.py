@@ -16,26 +16,17 @@ them, never at module import: `ftctl --help` must answer in well under a second.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-# No hub downloads at run time unless the user opts in: a hub name otherwise retries DNS for ~45 s.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-# Library progress bars would interleave with ftctl's own output on stderr.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
 from cli import forgetting as forgetting_cmd
-from cli import misc, release, stats, world
+from cli import misc, release, stats, worker, world
 from cli.common import ROOT_OVERRIDES
+from service import environment
+
+environment.apply()  # offline hub, quiet libraries; the commands import heavy libraries later
 
 app = typer.Typer(
     name="ftctl",
@@ -54,6 +45,11 @@ app.add_typer(misc.runs_app, name="runs")
 app.command("init")(misc.init)
 app.command("demo")(misc.demo)
 app.command("ui")(misc.ui)
+# The distributed mode (Celery on Redis): workers, the one beat, remote jobs and the inbox.
+app.command("worker")(worker.worker)
+app.command("scheduler")(worker.scheduler)
+app.add_typer(worker.jobs_app, name="jobs")
+app.add_typer(worker.inbox_app, name="inbox")
 
 
 def _version_callback(value: bool) -> None:

@@ -15,7 +15,7 @@ runs_app = typer.Typer(help="Runs of the model line in the tracking store.", no_
 
 @handle_errors
 def init(
-    world: Annotated[str, typer.Option(help="Embedded world: default (ftctl's own base model), tiny (tests) or smollm2 (a real pretrained LM).")] = "default",
+    world: Annotated[str, typer.Option(help="Embedded world: default (ftctl's own base model, N = 1,960), study (the same base, N = 3,150), tiny (tests) or smollm2 (a real pretrained LM).")] = "default",
     model: Annotated[Path | None, typer.Option(help="Register this Hugging Face model directory as release 0 instead of the world's base model.")] = None,
     model_line: Annotated[str | None, typer.Option(help="Registered-model name / experiment of this line.")] = None,
     as_json: JsonOpt = False,

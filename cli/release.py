@@ -29,15 +29,24 @@ def new_task(
     job_id: Annotated[str, typer.Option(help="Idempotency key; rerunning a finished job returns its result.")] = "",
     promote: Annotated[bool, typer.Option(help="Move @champion to the new version when it passes the gate.")] = True,
     measure_all: Annotated[bool, typer.Option(help="Measure and log every upstream example, not only held-out + probes.")] = False,
+    remote: Annotated[bool, typer.Option(help="Submit to the Celery workers (FTCTL_BROKER_URL) and print the job id.")] = False,
+    wait: Annotated[bool, typer.Option(help="With --remote: follow the job (stage, step, ETA) until it ends.")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune the @champion on a new task with the replay its predicted forgetting calls for."""
     from service.release import ReleaseRequest, release_new_task
 
+    if wait and not remote:
+        raise typer.BadParameter("--wait follows a remote job; add --remote")
     s = settings(lora=lora, replay_ratio=replay_ratio, temperature=temperature, k=k)
     req = ReleaseRequest(task=data, method=method, mode=mode, name=name, steps=steps, seed=seed,  # type: ignore[arg-type]
                          job_id=job_id, promote=promote, measure_all=measure_all)
+    if remote:
+        from cli import worker
+
+        worker.submit_release(s, req, wait, as_json)
+        return
     result = release_new_task(s, req, progress=say)
     emit(result, as_json, _show_release)
 

@@ -26,7 +26,7 @@ app = typer.Typer(help="The embedded worlds: real offline corpora, tasks and bas
 @app.command("list")
 @handle_errors
 def list_world(
-    world: Annotated[str, typer.Option(help="World: default, tiny or smollm2.")] = "default",
+    world: Annotated[str, typer.Option(help="World: default, study, tiny or smollm2.")] = "default",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:

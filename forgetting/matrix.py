@@ -45,6 +45,7 @@ class RowMeta:
     base_model: str = ""
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""  # upstream set the row was measured on ("" = the matrix's, unchecked)
 
 
 def _as_row(values: Any, n: int, what: str) -> np.ndarray:
@@ -116,8 +117,10 @@ class ForgettingMatrix:
         keys = [r.key for r in self.rows]
         if len(set(keys)) != m:
             raise ForgettingError("row keys are not unique; give every row its own key.")
-        if np.isinf(self.values).any():
-            raise ForgettingError("values contain inf; use NaN for unobserved entries.")
+        # Row blocks: a memory-mapped matrix is checked without an (M, N) temporary.
+        for i in range(0, m, max(1, 2**24 // max(n, 1))):
+            if np.isinf(self.values[i : i + max(1, 2**24 // max(n, 1))]).any():
+                raise ForgettingError("values contain inf; use NaN for unobserved entries.")
         self._index: dict[str, int] = {e: j for j, e in enumerate(self.example_ids)}
 
     # ------------------------------------------------------------------ construction
@@ -140,10 +143,16 @@ class ForgettingMatrix:
             for _, ids, _ in rows:
                 order.update(dict.fromkeys(map(str, ids)))
             example_ids = list(order)
+        mixed = sorted({m.digest for m, _, _ in rows if m.digest and m.digest != digest})
+        if mixed:
+            raise ForgettingError(
+                f"rows were measured on upstream set(s) {mixed}, the matrix is {digest!r}; rows are "
+                "comparable only within one upstream set: measure them on the same set."
+            )
         columns = cls(np.zeros((0, len(example_ids)), np.float32), list(example_ids), [], digest)
         block = np.full((len(rows), len(example_ids)), np.nan, dtype=np.float32)
         for i, (meta, ids, vals) in enumerate(rows):  # one vectorised scatter per row
-            block[i, columns.column_index(ids)] = _as_row(vals, len(ids), f"row {meta.key!r}")
+            block[i, columns._row_columns(ids, meta.key)] = _as_row(vals, len(ids), f"row {meta.key!r}")
         return cls(block, columns.example_ids, [meta for meta, _, _ in rows], digest)
 
     def column_index(self, ids: Sequence[str]) -> np.ndarray:
@@ -156,10 +165,20 @@ class ForgettingMatrix:
                 "same upstream set or pass example_ids covering every id."
             ) from None
 
+    def _row_columns(self, ids: Sequence[str], key: str) -> np.ndarray:
+        cols = self.column_index(ids)
+        if np.unique(cols).size != cols.size:
+            raise ForgettingError(
+                f"row {key!r} lists an example id more than once; measure each example once "
+                "(a repeated id would silently overwrite the other value)."
+            )
+        return cols
+
     def with_row(
         self, meta: RowMeta, ids: Sequence[str], values: Any, *, digest: str | None = None
     ) -> ForgettingMatrix:
         """A new matrix with one more (possibly partial) row; refuses a duplicate key or digest."""
+        digest = digest or meta.digest or None
         if digest is not None and digest != self.digest:
             raise ForgettingError(
                 f"row {meta.key!r} was measured on upstream set {digest!r}, the matrix on "
@@ -168,7 +187,7 @@ class ForgettingMatrix:
         if meta.key in {r.key for r in self.rows}:
             raise ForgettingError(f"row key {meta.key!r} already exists; pick a new key.")
         row = np.full((1, self.n_examples), np.nan, dtype=np.float32)
-        row[0, self.column_index(ids)] = _as_row(values, len(ids), f"row {meta.key!r}")
+        row[0, self._row_columns(ids, meta.key)] = _as_row(values, len(ids), f"row {meta.key!r}")
         return ForgettingMatrix(
             np.vstack([self.values, row]), self.example_ids, [*self.rows, meta], self.digest
         )

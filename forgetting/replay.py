@@ -92,8 +92,9 @@ def default_heldout_size(n: int) -> int | float:
     return 10_000 if n >= 40_000 else 0.25
 
 
-def replay_budget(n_task: int, ratio: float) -> int:
-    """Number of upstream examples to replay: int(n_task * ratio) + 1 (the reference's rule)."""
+def replay_budget(n_task: int, ratio: float = 1 / 32) -> int:
+    """Number of upstream examples to replay: int(n_task * ratio) + 1 (the reference's rule;
+    r = 1/32 by default: one upstream example per 32 task examples)."""
     if n_task < 0 or not np.isfinite(ratio) or ratio < 0:
         raise ForgettingError(
             f"need n_task >= 0 and a finite ratio >= 0, got n_task={n_task}, ratio={ratio}."

@@ -5,6 +5,7 @@ recommendation for a task (`ftctl replay recommend`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ def _matrix(tracker: Tracker, settings: Settings, min_rows: int) -> AssembledMat
     return got
 
 
-def analyze(settings: Settings, *, log: bool = True) -> dict[str, Any]:
+def analyze(settings: Settings, *, log: bool = True, figure_dir: Path | None = None) -> dict[str, Any]:
+    """R² of the low-rank and structured fits; logged as an analysis run with the heatmap and the
+    R²-by-rank curve (also written as PNGs to `figure_dir` when given)."""
     import matplotlib.pyplot as plt
 
     from forgetting.lowrank import analyze_low_rank
@@ -42,16 +45,38 @@ def analyze(settings: Settings, *, log: bool = True) -> dict[str, Any]:
     result = {"rows": z.shape[0], "columns": z.shape[1], "tasks": [r.task for r in m.rows],
               "report": report, "study_olmo7b_r2": STUDY_OLMO7B_R2,
               "mean_forgetting": float(np.nanmean(z)), "frac_positive": float(np.nanmean(z > 0))}
+    figs = _figures(m, report, upstream.sources) if log or figure_dir else {}
+    if figure_dir is not None:
+        figure_dir.mkdir(parents=True, exist_ok=True)
+        for name, fig in figs.items():
+            fig.savefig(figure_dir / Path(name).name, dpi=120)
     if log:
         with tracker.run("analysis", tags={TAG + "kind": "analysis", TAG + "role": "analysis"}) as run:
             run.log_dict(result, "analysis/lowrank.json")
             run.log_metrics({f"r2_rank_{k}": v for k, v in report["svd_r2"].items()}
                             | {"r2_additive": report["additive_r2"]})
-            for name, fig in _figures(m, report, upstream.sources).items():
+            for name, fig in figs.items():
                 run.log_figure(fig, name)
-                plt.close(fig)
             result["run_id"] = run.run_id
+    for fig in figs.values():
+        plt.close(fig)
     return result
+
+
+def source_table(settings: Settings) -> dict[str, Any]:
+    """Mean forgetting of each task's row per upstream source: which sources each task makes the
+    model forget (rows ordered by family, then task)."""
+    tracker = Tracker(settings)
+    upstream = load_upstream(settings)
+    m = _matrix(tracker, settings, 1).matrix
+    src = np.asarray(upstream.sources)
+    sources = sorted(set(upstream.sources))
+    rows = []
+    for i, r in sorted(enumerate(m.rows), key=lambda x: (x[1].extra.get("family", ""), x[1].task)):
+        z = m.values[i]
+        rows.append({"task": r.task, "family": r.extra.get("family", ""), "mean": float(np.nanmean(z)),
+                     "per_source": {s: float(np.nanmean(z[src == s])) for s in sources}})
+    return {"sources": sources, "tasks": rows}
 
 
 def _figures(m: Any, report: dict[str, Any], sources: list[str]) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def load_world(settings: Settings) -> Any:
     try:
         return _load(settings.world)
     except (KeyError, ValueError) as e:
-        raise ServiceError(f"{e}; choose a world with `ftctl init --world default|tiny|smollm2`") from None
+        raise ServiceError(f"{e}; choose a world with `ftctl init --world default|study|tiny|smollm2`") from None
 
 
 def load_upstream(settings: Settings) -> Upstream:
@@ -80,7 +80,7 @@ def load_upstream(settings: Settings) -> Upstream:
             f"heldout={size:g} leaves no upstream example to replay (the set has "
             f"{len(up.examples)}); use a fraction such as 0.25"
         )
-    mask = heldout_mask(up.ids, int(size) if size >= 1 else size, seed=settings.seed)
+    mask = heldout_mask(up.ids, int(size) if size >= 1 else size, seed=settings.heldout_seed)
     return Upstream(examples=list(up.examples), digest=up.digest, heldout=mask)
 
 

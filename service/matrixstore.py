@@ -55,7 +55,8 @@ def assemble(
         meta = RowMeta(key=r.info.run_id, task=task,
                        base_model=r.data.tags.get(TAG + "base_version", ""),
                        run_id=r.info.run_id,
-                       extra={"family": r.data.tags.get(TAG + "family", "")})
+                       extra={"family": r.data.tags.get(TAG + "family", "")},
+                       digest=r.data.tags.get(TAG + "digest", ""))
         rows.append((meta, df["example_id"].tolist(), df["delta"].to_numpy()))
     matrix = ForgettingMatrix.from_rows(rows, digest=upstream.digest, example_ids=upstream.ids)
     return AssembledMatrix(matrix=matrix, note=note)

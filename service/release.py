@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from service.matrixstore import assemble
 from service.registry import CHAMPION, Registry, Version
 from service.rows import log_row, make_row
 from service.settings import METHODS, Settings
-from service.stats import check_digest, log_inputs, log_training, model_key
+from service.stats import check_digest, log_inputs, log_training, model_key, plain_row, train_key
 from service.tracking import TAG, RunHandle, Tracker
 
 COMPLETION_METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic")
@@ -78,6 +79,7 @@ class Plan:
     probe_idx: np.ndarray | None = None
     probe_delta: np.ndarray | None = None
     note: str = ""
+    warmup_ids: list[str] | None = None  # online: the random replay before the probes
 
 
 def _sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settings,
@@ -144,11 +146,16 @@ def release_new_task(settings: Settings, req: ReleaseRequest,
     cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
     job_id = req.job_id or job_id_for(
         "release", task=task.digest, parent=parent.version, method=method, mode=req.mode,
-        config=cfg, settings={k: getattr(settings, k) for k in ("k", "replay_ratio", "temperature", "heldout")},
-        digest=upstream.digest, line=settings.model_line)
+        config=cfg, settings={k: getattr(settings, k) for k in
+                              ("k", "replay_ratio", "temperature", "heldout", "heldout_seed")},
+        digest=upstream.digest, line=settings.model_line, measure_all=req.measure_all,
+        register=req.register)
     tags = {TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
             TAG + "digest": upstream.digest, TAG + "base_version": str(parent.version),
-            TAG + "method": method, TAG + "mode": req.mode, TAG + "row": "partial"}
+            TAG + "method": method, TAG + "mode": req.mode,
+            TAG + "row": "full" if req.measure_all else "partial"}
+    if method == "none":  # a plain fine-tune: its row can stand in for oracle / offline probes
+        tags[TAG + "train_key"] = train_key(settings, task, parent, upstream)
 
     def body(run: RunHandle) -> dict[str, Any]:
         run.log_params({"settings": settings.to_dict(), "finetune": cfg,
@@ -156,8 +163,10 @@ def release_new_task(settings: Settings, req: ReleaseRequest,
         log_inputs(run, task, upstream)
         before = load_or_measure_nll(settings, model_key(settings, parent), upstream,
                                      registry.local_dir(parent))
-        return _release_body(settings, tracker, registry, run, parent, upstream, task, method,
-                             req, before, say)
+        t0 = time.perf_counter()
+        out = _release_body(settings, tracker, registry, run, parent, upstream, task, method,
+                            req, before, say, job_id)
+        return {**out, "seconds": time.perf_counter() - t0}
 
     say(f"release {task.name}: method {method}, mode {req.mode}, from version {parent.version}")
     return run_job(tracker, kind="release", job_id=job_id, name=req.name or f"release:{task.name}",
@@ -166,7 +175,8 @@ def release_new_task(settings: Settings, req: ReleaseRequest,
 
 def _release_body(settings: Settings, tracker: Tracker, registry: Registry, run: RunHandle,
                   parent: Version, upstream: Upstream, task: Task, method: str,
-                  req: ReleaseRequest, before: np.ndarray, say: Callable[[str], None]) -> dict[str, Any]:
+                  req: ReleaseRequest, before: np.ndarray, say: Callable[[str], None],
+                  job_id: str) -> dict[str, Any]:
     from forgetting.replay import replay_budget
 
     budget = replay_budget(len(task.train), settings.replay_ratio)
@@ -194,11 +204,23 @@ def _release_body(settings: Settings, tracker: Tracker, registry: Registry, run:
                                          settings.seed)
     elif method == "oracle" or (predictor is not None and req.mode == "offline"):
         # A plain fine-tune first: its probes (offline) or its whole row (oracle) drive the replay.
+        # One that already ran with the same recipe and seed (a statistics job, a no-replay
+        # release) is reused: it trained exactly this model.
         measure = np.arange(upstream.n) if method == "oracle" else predictor.probes  # type: ignore[union-attr]
-        with tracker.run("plain-finetune", parent_id=run.run_id) as child:
-            first = train_and_measure(spec(measure, [], None))
-            log_training(child, first)
-        delta = first.nll_after - before[measure]
+        found = plain_row(tracker, train_key(settings, task, parent, upstream), upstream)
+        if found is not None:
+            delta = found[0][measure]
+            plan.note = "; ".join(x for x in (plan.note, f"plain fine-tune reused from run {found[1]}") if x)
+            run.set_tags({TAG + "plain_run": found[1]})
+            say(f"reusing the plain fine-tune of run {found[1][:8]} (same recipe and seed)")
+        else:
+            with tracker.run("plain-finetune", parent_id=run.run_id,
+                             tags={TAG + "stage": "plain-finetune"}) as child:
+                first = train_and_measure(spec(measure, [], None),
+                                          logger=_lightning_logger(tracker, child.run_id),
+                                          progress=step_messages(say, f"plain fine-tune {task.name}"))
+                log_training(child, first)
+            delta = first.nll_after - before[measure]
         if method == "oracle":
             plan.predicted = np.asarray(delta)
         else:
@@ -217,6 +239,7 @@ def _release_body(settings: Settings, tracker: Tracker, registry: Registry, run:
             plan.predicted = predictor.predict(plan.probe_delta)
             ids, weights = _sample(plan.predicted, budget, upstream, settings, "softmax",
                                    settings.seed + 1)
+            plan.warmup_ids, plan.ids, plan.weights = plan.ids, ids, weights
             say(f"probes measured after warm-up: mean ΔNLL {plan.probe_delta.mean():+.4f}; "
                 f"replaying {len(ids)} predicted examples")
             return list(zip(ids, weights, strict=True))
@@ -258,12 +281,15 @@ def _release_body(settings: Settings, tracker: Tracker, registry: Registry, run:
         "heldout_per_source": row[row["heldout"]].groupby("source")["delta"].mean().to_dict(),
         "version": None, "champion": False,
     }
-    if req.register:
-        run.log_artifacts(Path(save_dir), "model")
-        version = registry.register(run.run_id, "model", {
-            TAG + "parent_version": parent.version, TAG + "task": task.name,
-            TAG + "method": plan.method, TAG + "gate": "passed" if gate["passed"] else "failed",
-            TAG + "digest": upstream.digest})
+    if req.register:  # last: nothing after it can fail and leave a version behind a FAILED run
+        # An earlier attempt of this job that died after registering left its version: reuse it.
+        version = next((v for v in registry.versions() if v.tags.get(TAG + "job_id") == job_id), None)
+        if version is None:
+            run.log_artifacts(Path(save_dir), "model")
+            version = registry.register(run.run_id, "model", {
+                TAG + "parent_version": parent.version, TAG + "task": task.name,
+                TAG + "method": plan.method, TAG + "gate": "passed" if gate["passed"] else "failed",
+                TAG + "digest": upstream.digest, TAG + "job_id": job_id})
         result["version"] = version.version
         if gate["passed"] and req.promote:
             registry.set_alias(CHAMPION, version.version)
@@ -291,8 +317,8 @@ def _log_plan(run: RunHandle, plan: Plan, upstream: Upstream, outcome: TrainOutc
 
     run.set_tags({TAG + "method": plan.method, TAG + "note": plan.note or "-"})
     run.log_dict({"method": plan.method, "note": plan.note, "replay_ids": plan.ids,
-                  "weights": plan.weights, "replayed_ids": sorted(set(outcome.replayed_ids))},
-                 "replay/plan.json")
+                  "weights": plan.weights, "warmup_replay_ids": plan.warmup_ids,
+                  "replayed_ids": sorted(set(outcome.replayed_ids))}, "replay/plan.json")
     if plan.predicted is not None:
         df = pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
                            "predicted": plan.predicted, "heldout": upstream.heldout})

@@ -38,7 +38,7 @@ class Settings:
     model_line: str = "ftctl-default"
     """Registered-model name and MLflow experiment of this model line."""
     world: str = "default"
-    """Embedded world whose tasks and upstream set are used: default, tiny or smollm2."""
+    """Embedded world whose tasks and upstream set are used: default, study, tiny or smollm2."""
     method: str = "mf"
     """Default completion method for releases (see `ftctl forgetting evaluate`)."""
     k: int = 30
@@ -49,6 +49,9 @@ class Settings:
     """Replay sampling temperature: p ∝ softmax(predicted forgetting / T)."""
     heldout: float = 0.25
     """Held-out upstream examples, never replayed: a count (>= 1) or a fraction (< 1)."""
+    heldout_seed: int = 0
+    """Seed of the held-out split (a hash of each example id): fixed per model line, so that every
+    job of the line is scored on the same never-replayed examples whatever its own seed."""
     warmup_fraction: float = 0.1
     """Online mode: share of the fine-tuning steps before the probes are measured."""
     steps: int = 0

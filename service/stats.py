@@ -38,6 +38,28 @@ def check_digest(settings: Settings, parent: Version, upstream: Upstream) -> Non
             "the world the line was initialised with, or start a new line with --model-line")
 
 
+def train_key(settings: Settings, task: Task, parent: Version, upstream: Upstream) -> str:
+    """Identity of a plain (no-replay) fine-tune of `task` from `parent` with the settings' recipe
+    and seed: statistics jobs and no-replay releases with the same key trained the same model."""
+    cfg = finetune_config(settings, settings.steps or task_steps(settings), settings.seed).to_dict()
+    return job_id_for("train", task=task.digest, parent=parent.version, config=cfg,
+                      digest=upstream.digest, line=settings.model_line)
+
+
+def plain_row(tracker: Tracker, key: str, upstream: Upstream) -> tuple[np.ndarray, str] | None:
+    """ΔNLL of every upstream example after a finished plain fine-tune with this train key (a
+    statistics job, or a no-replay release that measured everything), with its run id."""
+    runs = [r for r in tracker.find_runs({TAG + "train_key": key, TAG + "role": "job"})
+            if r.data.tags.get(TAG + "row") == "full"
+            and r.data.tags.get(TAG + "digest") == upstream.digest]
+    if not runs:
+        return None
+    df = tracker.load_row(runs[-1].info.run_id).set_index("example_id")
+    if not set(upstream.ids) <= set(df.index):
+        return None
+    return df.loc[upstream.ids, "delta"].to_numpy(np.float64), runs[-1].info.run_id
+
+
 def stats_tags(task: Task, upstream: Upstream, parent: Version, job_kind: str = "stats") -> dict[str, str]:
     return {
         TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
@@ -118,8 +140,10 @@ def collect_stats(
                     "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds}
 
         try:
+            tags = {**stats_tags(task, upstream, parent),
+                    TAG + "train_key": train_key(settings, task, parent, upstream)}
             results[i] = run_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}",
-                                 tags=stats_tags(task, upstream, parent), body=body)
+                                 tags=tags, body=body)
             say(f"stats {task.name}: mean ΔNLL {results[i]['forgetting_mean']:+.4f}, "  # type: ignore[index]
                 f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")  # type: ignore[union-attr]
         except Exception as e:

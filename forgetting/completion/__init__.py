@@ -6,8 +6,9 @@ Usage::
     c = make_completer("mf", rank=5).fit(Z_known)        # kwargs override the method's config
     row = c.fold_in(cols, values)
 
-`METHODS` are the user-facing methods; "refit" (the paper-style leave-one-out refit) is also
-accepted by `make_completer` but is a benchmark reference only. Defaults: the kNN variants follow
+`METHODS` are the user-facing methods; "refit" (the paper-style leave-one-out refit) and
+"random" (a chance-level prediction at the probes' level) are also accepted by `make_completer`
+but are evaluation references only. Defaults: the kNN variants follow
 the reference study (k = 40, MSD) except `knn_pearson`, whose k = 10 measured better on planted
 and prototype matrices (it averages fewer, more similar tasks).
 """
@@ -23,12 +24,13 @@ from forgetting.completion.als import ALSConfig, ImplicitALSCompleter
 from forgetting.completion.base import Completer
 from forgetting.completion.knn import KNNCompleter, KNNConfig
 from forgetting.completion.mf import MFCompleter, MFConfig
+from forgetting.completion.random import RandomCompleter, RandomConfig
 from forgetting.completion.refit import RefitCompleter, RefitConfig
 from forgetting.completion.semantic import SemanticCompleter, SemanticConfig
 from forgetting.errors import ForgettingError
 
 METHODS: tuple[str, ...] = ("additive", "knn", "knn_pearson", "mf", "als", "semantic")
-REFERENCE_METHODS: tuple[str, ...] = ("refit",)
+REFERENCE_METHODS: tuple[str, ...] = ("refit", "random")
 
 _REGISTRY: dict[str, tuple[type, Callable[..., Completer], dict[str, Any]]] = {
     "additive": (AdditiveConfig, AdditiveCompleter, {}),
@@ -38,6 +40,7 @@ _REGISTRY: dict[str, tuple[type, Callable[..., Completer], dict[str, Any]]] = {
     "als": (ALSConfig, ImplicitALSCompleter, {}),
     "semantic": (SemanticConfig, SemanticCompleter, {}),
     "refit": (RefitConfig, RefitCompleter, {}),
+    "random": (RandomConfig, RandomCompleter, {}),
 }
 
 
@@ -65,6 +68,7 @@ __all__ = [
     "Completer",
     "KNNConfig",
     "MFConfig",
+    "RandomConfig",
     "RefitConfig",
     "SemanticConfig",
     "make_completer",

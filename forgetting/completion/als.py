@@ -29,7 +29,9 @@ one-class model, and the reason the explicit fold-in below re-weights nothing bu
 Defaults (factors 8, 10 iterations, levels 30/10/3 %, α = 1) were picked on one planted
 100 x 20,000 matrix (rank 5; 90 known rows, 10 test tasks, 30 probes) over a handful of settings:
 RMSE×100 / precision@1 % 4.71 / 0.46 vs 5.78 / 0.34 for 16 factors, 20 iterations and levels
-50/20/5 % (the prototype's), 4.9 / 0.46 for levels 20/5/1 %, 6.0 / 0.22 for α = 5.
+50/20/5 % (the prototype's), 4.9 / 0.46 for levels 20/5/1 %, 6.0 / 0.22 for α = 5 (that run
+also passed α to implicit, which scales confidences by α again: α·(1 + α·x); fixed since — at
+the default α = 1 both are the same, so every other figure here stands).
 `python -m bench.completion --json` (full mode, another planted draw, 20 test tasks x 3 seeds)
 measured: graded + explicit fold 4.67 / 0.49; binary + explicit 5.79 / 0.31; signed + explicit
 5.89 / 0.27; graded + recalculate 8.40 / 0.22; the naive binary + recalculate 8.71 / 0.16; against
@@ -138,7 +140,7 @@ class ImplicitALSCompleter(Completer):
             model = AlternatingLeastSquares(
                 factors=cfg.factors,
                 regularization=cfg.regularization,
-                alpha=cfg.alpha,
+                alpha=1.0,  # the preference matrix already holds 1 + α·x: apply α once
                 iterations=cfg.iterations,
                 use_gpu=cfg.use_gpu,
                 random_state=cfg.random_state,

@@ -149,6 +149,25 @@ class TestRefit(CompleterContract):
     kwargs: ClassVar[dict[str, Any]] = {"base": "mf", "base_kwargs": {"iters": 3}}
 
 
+class TestRandom(CompleterContract):
+    method = "random"
+
+
+def test_random_reference_ranks_at_chance_and_keeps_the_probes(planted: Planted) -> None:
+    from forgetting.metrics import spearman_rows
+
+    c = make_completer("random").fit(planted.z[:32])
+    cols = np.random.default_rng(1).choice(planted.z.shape[1], 30, replace=False)
+    rows = np.stack([c.fold_in(cols, planted.z[i, cols]) for i in range(32, 40)])
+    np.testing.assert_array_equal(rows[:, cols], planted.z[32:40][:, cols].astype(np.float32))
+    score = np.ones(rows.shape, bool)
+    score[:, cols] = False
+    assert abs(spearman_rows(planted.z[32:40], rows, score)) < 0.05  # chance level
+    mf = make_completer("mf").fit(planted.z[:32])
+    pred = np.stack([mf.fold_in(cols, planted.z[i, cols]) for i in range(32, 40)])
+    assert spearman_rows(planted.z[32:40], pred, score) > 0.5
+
+
 def test_methods_listed_and_factory_errors() -> None:
     assert set(METHODS) == {"additive", "knn", "knn_pearson", "mf", "als", "semantic"}
     with pytest.raises(ForgettingError, match="unknown completion method"):
@@ -208,6 +227,18 @@ def test_graded_levels_like_the_top_fraction(small_z: np.ndarray) -> None:
     liked = (c.user_items > 0).sum(axis=1).A.ravel().reshape(-1, 2)
     np.testing.assert_allclose(liked[:, 0], 150, atol=1)
     np.testing.assert_allclose(liked[:, 1], 30, atol=1)
+
+
+def test_als_alpha_scales_confidences_exactly_once(small_z: np.ndarray) -> None:
+    from forgetting.completion.als import _row_zscores
+
+    c = make_completer("als", factors=2, iterations=1, levels=(0.5,), alpha=4.0,
+                       keep_preferences=True).fit(small_z)
+    zs = _row_zscores(small_z - c.bias.baseline())
+    liked = c.user_items.toarray() > 0
+    np.testing.assert_allclose(c.user_items.toarray()[liked], 1 + 4.0 * np.maximum(zs[liked], 0),
+                               rtol=1e-5)
+    assert c.model.alpha == 1.0  # implicit must not multiply by alpha a second time
 
 
 @pytest.mark.parametrize("method", ["additive", "mf", "als"])

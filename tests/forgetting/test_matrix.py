@@ -56,6 +56,19 @@ def test_with_row_refuses_duplicate_key_and_other_digest() -> None:
         ForgettingMatrix.stack([m, other])
 
 
+def test_rows_from_another_upstream_set_or_with_repeated_ids_are_refused() -> None:
+    with pytest.raises(ForgettingError, match="comparable only within one upstream set"):
+        ForgettingMatrix.from_rows([(RowMeta("a", "t", digest="other"), ["x"], [0.1])], digest="d1")
+    with pytest.raises(ForgettingError, match="more than once"):
+        ForgettingMatrix.from_rows([(RowMeta("a", "t"), ["x", "x", "y"], [1, 2, 3])], digest="d1")
+    with pytest.raises(ForgettingError, match="more than once"):
+        _matrix().with_row(RowMeta("c", "t"), ["y", "y"], [1.0, 2.0])
+    with pytest.raises(ForgettingError, match="upstream set"):
+        _matrix().with_row(RowMeta("c", "t", digest="other"), ["y"], [1.0])
+    ok = ForgettingMatrix.from_rows([(RowMeta("a", "t", digest="d1"), ["x"], [0.1])], digest="d1")
+    assert ok.rows[0].digest == "d1"
+
+
 def test_bad_inputs_have_clear_errors() -> None:
     with pytest.raises(ForgettingError, match="one value per id"):
         ForgettingMatrix.from_rows([(RowMeta("a", "t"), ["x", "y"], [1.0])], digest="d")

@@ -11,7 +11,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import pytest
 import typer
 import yaml
 
@@ -32,16 +31,11 @@ def generated_gpu_workers(n: int) -> dict[str, Any]:
 
 
 def ftctl_group() -> Any:
-    """The real `ftctl` command tree, with the distributed commands whether or not the lead has
-    registered them in cli/app.py yet."""
-    from cli import worker
+    """The real `ftctl` command tree (cli/app.py), exactly what the containers run."""
     from cli.app import app
 
     group = typer.main.get_command(app)
     assert hasattr(group, "commands")
-    extra = typer.main.get_command(worker.standalone())
-    for name, cmd in extra.commands.items():  # type: ignore[attr-defined]
-        group.commands.setdefault(name, cmd)
     return group
 
 
@@ -137,7 +131,6 @@ def test_dev_services_script_is_valid_and_idempotent() -> None:
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     from tests.infra.workers import REDIS, port_open
 
-    if not port_open(*REDIS):
-        pytest.skip("Redis is not running here; ensure-services.sh would install/start it")
+    assert port_open(*REDIS), "Redis is not running here: `make services` starts it"
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "redis: up" in done.stderr

@@ -34,18 +34,15 @@ def port_open(host: str, port: int) -> bool:
 
 def require_redis() -> None:
     if not port_open(*REDIS):
-        pytest.skip("Redis is not running on 127.0.0.1:6379; start it with `make services` "
+        pytest.fail("Redis is not running on 127.0.0.1:6379; start it with `make services` "
                     "(infra/dev/ensure-services.sh)")
 
 
 def ftctl_cmd() -> list[str]:
-    """`ftctl` when the lead has registered the worker commands, else the same Typer commands
-    through `python -m cli.worker`."""
+    """The installed `ftctl` console script of this venv: the tests start what users start."""
     exe = Path(sys.executable).with_name("ftctl")
-    if exe.exists() and subprocess.run([str(exe), "worker", "--help"], capture_output=True,
-                                       timeout=60).returncode == 0:
-        return [str(exe)]
-    return [sys.executable, "-m", "cli.worker"]
+    assert exe.exists(), f"{exe} is missing: install the package (`make venv`)"
+    return [str(exe)]
 
 
 @dataclass
@@ -177,7 +174,7 @@ def private_redis(tmp: Path) -> Iterator[tuple[int, Callable[[], None]]]:
     """A redis-server of our own with AOF (appendfsync always): (port, restart)."""
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        pytest.fail("redis-server is not installed: `make services` installs it (apt-get install redis-server)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

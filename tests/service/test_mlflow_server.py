@@ -33,9 +33,9 @@ PG = ("127.0.0.1", 5432)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not port_open(*PG):
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (start it with `make services`); "
-                    "the MLflow-server test needs it as the backend store")
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is needed for a PostgreSQL backend")
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432: start it with `make services` "
+                    "(infra/dev/ensure-services.sh); the MLflow-server test needs it as the backend store")
+    import psycopg2  # in requirements.lock
     db = f"ftctl_test_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(host=PG[0], port=PG[1], user="postgres", dbname="postgres")
     admin.autocommit = True

@@ -121,13 +121,49 @@ def test_release_new_task_registers_and_gates(ws: Path) -> None:
     top = pd.DataFrame(table["data"], columns=table["columns"])
     assert len(top) == 50 and top["delta"].is_monotonic_decreasing and top["text"].str.len().gt(0).all()
     train = next(c for c in children if c.info.run_name == "train")
-    assert t.client.get_metric_history(train.info.run_id, "loss")  # Lightning's MLFlowLogger
+    assert t.client.get_metric_history(train.info.run_id, "train/loss")  # Lightning's MLFlowLogger
+    predict = next(c for c in children if c.info.run_name == "predict")
+    plan = json.loads(Path(t.client.download_artifacts(predict.info.run_id, "replay/plan.json")).read_text())
+    if r["method"] != "random":  # online: random replay in the warm-up, then the predicted plan
+        assert plan["warmup_replay_ids"] and len(plan["replay_ids"]) == r["budget"]
+        assert set(plan["replayed_ids"]) <= set(plan["replay_ids"]) | set(plan["warmup_replay_ids"])
+    tags = run.data.tags
+    assert tags["ftctl.task"] == NEW_TASK and tags["ftctl.base_version"] == "1"
+    assert tags["ftctl.job_id"] == "rel-deu-1" and tags["ftctl.row"] == "full"  # --measure-all
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"upstream", NEW_TASK}
 
 
 def test_rerun_of_the_same_job_is_reused(ws: Path) -> None:
     r = ok_json(ws, "release", "new-task", NEW_TASK, "--method", "mf", "--measure-all", "--k", "20", "--job-id", "rel-deu-1")
     assert r["reused"] is True and r["version"] == 2
     assert [v["version"] for v in ok_json(ws, "release", "list")] == [1, 2]
+
+
+def test_oracle_and_offline_reuse_the_statistics_fine_tune(ws: Path) -> None:
+    # translate_fra has a statistics row on version 1 with the default recipe and seed 0: the
+    # oracle and the offline mode need exactly that plain fine-tune, so they reuse it.
+    from service.release import ReleaseRequest, release_new_task
+    from service.settings import load_settings
+    from service.tracking import TAG
+
+    s = load_settings(overrides={"workspace": ws}, env={})
+    t = tracker(ws)
+    stats_run = t.find_runs({TAG + "kind": "stats", TAG + "task": "translate_fra"})[-1].info.run_id
+    for method, mode in (("oracle", "online"), ("additive", "offline")):
+        r = release_new_task(s, ReleaseRequest(task="translate_fra", method=method, mode=mode,
+                                               parent_version=1, register=False))
+        assert f"plain fine-tune reused from run {stats_run}" in r["note"], r["note"]
+        run = t.get_run(r["run_id"])
+        assert run.data.tags[TAG + "plain_run"] == stats_run
+        kids = t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{r['run_id']}'")
+        assert "plain-finetune" not in {c.info.run_name for c in kids}
+        assert r["replayed"] >= 1 and r["version"] is None
+    other_seed = release_new_task(s, ReleaseRequest(task="translate_fra", method="oracle", seed=7,
+                                                    parent_version=1, register=False))
+    assert "reused" not in other_seed["note"]  # another seed trains another model: fine-tune it
+    kids = t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{other_seed['run_id']}'")
+    plain = next(c for c in kids if c.info.run_name == "plain-finetune")
+    assert t.client.get_metric_history(plain.info.run_id, "train/loss")
 
 
 def test_promote_and_rollback_move_the_champion(ws: Path) -> None:

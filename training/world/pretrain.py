@@ -34,7 +34,9 @@ Progress = Callable[[int, int, dict[str, float]], None]
 def base_model_dir(world: World, workspace_dir: str | os.PathLike[str]) -> Path:
     """Where `ensure_base_model` puts (or finds) this world's base model."""
     spec = world.base_model_spec
-    tag = f"{world.name}-{spec.key()}" + (f"-{world.pool_digest}" if spec.kind == "scratch" else "")
+    # Named by what the model depends on (recipe + chunk pool), not by the world's name: worlds
+    # that differ only in their upstream sample (default, study) share one pre-trained base.
+    tag = f"{spec.kind}-{spec.key()}" + (f"-{world.pool_digest}" if spec.kind == "scratch" else "")
     return Path(workspace_dir) / "base" / tag
 
 

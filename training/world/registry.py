@@ -106,21 +106,26 @@ class WorldSpec:
     description: str = ""
 
 
+# ftctl's own base ("release 0"): 1.1M parameters, 800 steps x 32 x 128 tokens on the chunk pool.
+_SCRATCH_BASE = BaseModelSpec(
+    "scratch", _BASE_ARCH, steps=800, batch_size=32, lr=2e-3, warmup_steps=50, finetune=_FT_FULL
+)
+
 WORLDS: dict[str, WorldSpec] = {
     "default": WorldSpec(
         280,
         None,
         None,
-        BaseModelSpec(
-            "scratch",
-            _BASE_ARCH,
-            steps=800,
-            batch_size=32,
-            lr=2e-3,
-            warmup_steps=50,
-            finetune=_FT_FULL,
-        ),
+        _SCRATCH_BASE,
         description="ftctl's own 1.1M-parameter LLaMA pre-trained on 7 real corpora; N = 1,960.",
+    ),
+    "study": WorldSpec(
+        450,
+        None,
+        None,
+        _SCRATCH_BASE,
+        description="The default world's base and tasks with a larger upstream sample, N = 3,150: "
+        "what `python -m bench.science` measures.",
     ),
     "tiny": WorldSpec(
         30,
@@ -245,7 +250,7 @@ def instruction_upstream(
 
 
 def load_world(name: str = "default", data_dir: str | Path | None = None) -> World:
-    """A world by name ("default", "tiny", "smollm2") from the committed data."""
+    """A world by name ("default", "study", "tiny", "smollm2") from the committed data."""
     if name not in WORLDS:
         raise WorldError(f"unknown world {name!r}. Fix: use one of {sorted(WORLDS)}.")
     spec = WORLDS[name]

@@ -1,0 +1,249 @@
+"""`python -m bench.science [--quick] [--stages ...] [--publish]` — see bench/science/__init__.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("matrix", "lowrank", "prediction", "replay", "cost", "report")
+PREDICTION_METHODS = ("additive", "knn", "knn_pearson", "mf", "als", "semantic", "random")
+SWEEP_METHODS = ("additive", "knn_pearson", "mf", "als")
+
+
+@dataclass
+class Plan:
+    """What one invocation measures; `quick` is the CI smoke, the default is the full study."""
+
+    world: str = "study"
+    tasks: int = 0  # statistics tasks; 0 = every task of the world
+    seeds: tuple[int, ...] = tuple(range(10))  # prediction seeds (probe draws)
+    ks: tuple[int, ...] = (5, 10, 30, 100)
+    replay_tasks: int = 12
+    replay_seeds: tuple[int, ...] = (0, 1, 2)
+    ratios: tuple[float, ...] = (1 / 32, 1 / 8)
+    online: tuple[str, ...] = ("additive", "mf", "best")  # "best": the best other method
+    offline: tuple[str, ...] = ("additive", "mf", "best")
+    ratio_methods: dict[float, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
+                   ratios=(1 / 32,), online=("mf",), offline=("mf",))
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def family_round_robin(tasks: dict[str, Any], n: int, seed: int = 0) -> list[str]:
+    """`n` task names spread over the families: a seeded order within each family, then one
+    family after another — deterministic, and no family is left out while another gets two."""
+    rng = np.random.default_rng(seed)
+    by_family: dict[str, list[str]] = {}
+    for name in sorted(tasks):
+        by_family.setdefault(tasks[name].family, []).append(name)
+    queues = {f: [names[i] for i in rng.permutation(len(names))] for f, names in sorted(by_family.items())}
+    out: list[str] = []
+    while len(out) < n and any(queues.values()):
+        for f in sorted(queues):
+            if queues[f] and len(out) < n:
+                out.append(queues[f].pop(0))
+    return out
+
+
+class Bench:
+    def __init__(self, plan: Plan, workspace: Path, out: Path, workers: int, base_cache: Path,
+                 say: Callable[[str], None] = _say) -> None:
+        from service.settings import load_settings
+
+        self.plan, self.out, self.workers, self.say = plan, out, workers, say
+        self.base_cache = base_cache
+        self.settings = load_settings(overrides={
+            "workspace": workspace, "world": plan.world, "model_line": f"ftctl-study-{plan.world}",
+            "workers": workers, "tracking_uri": os.environ.get("FTCTL_TRACKING_URI", "")})
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "results.json"
+        self.results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    # ---------------------------------------------------------------- helpers
+    def save(self) -> None:
+        self.results["meta"] = {
+            "date": date.today().isoformat(), "machine": f"{platform.machine()}, "
+            f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+            "world": self.plan.world, "workspace": str(self.settings.workspace),
+            "model_line": self.settings.model_line, "quick": self.plan.world == "tiny"}
+        tmp = self.out / "results.json.tmp"
+        tmp.write_text(json.dumps(self.results, indent=1, default=_jsonable))
+        os.replace(tmp, self.out / "results.json")
+
+    def world(self) -> Any:
+        from service.context import load_world
+
+        return load_world(self.settings)
+
+    def stat_tasks(self) -> list[str]:
+        w = self.world()
+        return family_round_robin(w.tasks, self.plan.tasks or len(w.tasks))
+
+    def replay_tasks(self) -> list[str]:
+        w = self.world()
+        stats = set(self.stat_tasks())
+        cands = {k: v for k, v in w.tasks.items() if k in stats}
+        return family_round_robin(cands, self.plan.replay_tasks, seed=1)
+
+    # ---------------------------------------------------------------- stages
+    def matrix(self) -> None:
+        from service.lineinit import init_line
+        from service.stats import collect_stats
+        from training.world.pretrain import ensure_base_model
+
+        world = self.world()
+        base = ensure_base_model(world, self.base_cache)
+        init_line(self.settings, model_dir=Path(base), progress=self.say)
+        tasks = self.stat_tasks()
+        t0 = time.perf_counter()
+        res = collect_stats(self.settings, tasks, progress=self.say, workers=self.workers)
+        failed = [r for r in res if "error" in r]
+        self.results["matrix"] = {
+            "tasks": len(res) - len(failed), "families": sorted({t.family for t in world.tasks.values()}),
+            "examples": len(world.upstream.examples), "sources": world.sources(), "failed": failed,
+            "job_seconds_total": float(sum(r.get("seconds", 0.0) for r in res if "error" not in r)),
+            "wall_seconds_this_invocation": time.perf_counter() - t0,
+            "reused_jobs": sum(bool(r.get("reused")) for r in res), "workers": self.workers}
+        if failed:
+            raise SystemExit(f"{len(failed)} statistics job(s) failed: {failed}")
+
+    def lowrank(self) -> None:
+        from service.analysis import analyze, source_table
+
+        got = analyze(self.settings, figure_dir=self.out)
+        self.results["lowrank"] = {k: got[k] for k in ("rows", "columns", "report", "study_olmo7b_r2",
+                                                       "mean_forgetting", "frac_positive")}
+        self.results["per_source"] = source_table(self.settings)
+
+    def prediction(self) -> None:
+        from service.predict import evaluate_methods
+
+        seeds = self.plan.seeds
+        runs: dict[str, Any] = {}
+
+        def ev(key: str, methods: tuple[str, ...], **kw: Any) -> None:
+            self.say(f"prediction: {key}")
+            runs[key] = evaluate_methods(self.settings, methods=methods, seeds=seeds, **kw)["report"]
+
+        ev("main", PREDICTION_METHODS, k=30)
+        for k in self.plan.ks:
+            if k != 30:
+                ev(f"k={k}", SWEEP_METHODS, k=k)
+        ev("leverage", SWEEP_METHODS, k=30, probe_strategy="leverage")
+        ev("family", PREDICTION_METHODS, k=30, split="family")
+        self.results["prediction"] = runs
+
+    def best_other(self) -> str:
+        """The best completion method by RMSE besides additive and MF (from the prediction stage)."""
+        res = self.results.get("prediction", {}).get("main", {}).get("results", {})
+        cands = {m: r["metrics"]["rmse_x100"]["mean"] for m, r in res.items()
+                 if m not in ("additive", "mf", "random", "semantic")}
+        return min(cands, key=cands.__getitem__) if cands else "knn_pearson"
+
+    def replay(self) -> None:
+        from bench.science.grid import plan_cells, run_cells, summarize
+
+        best = self.best_other()
+        fix = lambda ms: tuple(dict.fromkeys(best if m == "best" else m for m in ms))  # noqa: E731
+        tasks = self.replay_tasks()
+        first, second = plan_cells(tasks, self.plan.replay_seeds, self.plan.ratios,
+                                   fix(self.plan.online), fix(self.plan.offline),
+                                   self.plan.ratio_methods or None)
+        self.say(f"replay: {len(first) + len(second)} releases over {len(tasks)} tasks "
+                 f"({', '.join(tasks)}); best other method: {best}")
+        t0 = time.perf_counter()
+        counter = {"n": 0}
+        total = len(first) + len(second)
+
+        def done(r: dict[str, Any]) -> None:
+            counter["n"] += 1
+            what = r.get("error") or f"held-out ΔNLL {r['heldout_forgetting']:.4f}"
+            self.say(f"replay {counter['n']}/{total}: {r['task']} {r['strategy']} {r['mode']} "
+                     f"r={r['ratio']:g} seed {r['seed']}: {what}")
+
+        results = run_cells(self.settings, first, self.workers, done)
+        results += run_cells(self.settings, second, self.workers, done)
+        self.results["replay"] = {"tasks": tasks, "seeds": list(self.plan.replay_seeds),
+                                  "ratios": list(self.plan.ratios), "best_other": best,
+                                  "cells": results, "summary": summarize(results, self.plan.ratios),
+                                  "wall_seconds_this_invocation": time.perf_counter() - t0}
+
+    def cost(self) -> None:
+        from bench.science.cost import probe_cost
+
+        self.results["cost"] = probe_cost(self.settings, self.plan.replay_seeds)
+
+    def report(self) -> None:
+        from bench.science.report import write_report
+
+        write_report(self.results, self.out)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.science", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny world, few tasks, one seed (CI smoke)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
+    p.add_argument("--workspace", type=Path, help="ftctl workspace (default <out>/workspace)")
+    p.add_argument("--out", type=Path, help="results folder (default bench/out/science[-quick])")
+    p.add_argument("--base-cache", type=Path, default=ROOT / ".ftctl",
+                   help="where the world's base model is built or found (shared with `make demo`)")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
+    p.add_argument("--publish", action="store_true",
+                   help="copy figures to docs/results/ and rewrite README's Results section")
+    args = p.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    out = args.out or ROOT / "bench" / "out" / ("science-quick" if args.quick else "science")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        p.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    from service import environment
+
+    environment.apply()
+    bench = Bench(plan, args.workspace or out / "workspace", out, args.workers, args.base_cache)
+    for stage in STAGES:
+        if stage in stages:
+            t0 = time.perf_counter()
+            bench.say(f"stage {stage}")
+            getattr(bench, stage)()
+            bench.results.setdefault("stage_seconds", {})[stage] = time.perf_counter() - t0
+            bench.save()
+    if args.publish:
+        from bench.science.report import publish
+
+        publish(out, ROOT)
+    print(json.dumps({"out": str(out), "stages": stages,
+                      "goals": bench.results.get("goals", {})}, default=_jsonable))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

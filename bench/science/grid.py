@@ -1,0 +1,162 @@
+"""The replay experiment: releases of unseen tasks under every replay strategy, and their summary.
+
+Each cell of the grid is one `release_new_task` call (the product's own release loop, with
+`register=False`: nothing is promoted), so each cell is an idempotent MLflow job — a rerun of the
+bench reuses what finished. Cells run in `workers` spawned processes with one torch thread each
+(torch is not fork-safe; two one-thread processes beat one two-thread process on 2 cores).
+
+Phase 1 runs the no-replay release of every (task, seed) with `measure_all`: its full row is the
+task's true forgetting, which the oracle replays and from which the offline mode reads its probes
+(the release loop reuses a finished plain fine-tune with the same recipe instead of repeating it).
+Phase 2 runs everything else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    seed: int
+    strategy: str  # none | random | oracle | a completion method
+    mode: str  # online | offline ("online" for none / random / oracle: they have no mode)
+    ratio: float
+
+    @property
+    def label(self) -> str:
+        if self.strategy in ("none", "random", "oracle"):
+            return self.strategy
+        return f"{self.strategy} ({self.mode})"
+
+
+def plan_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[float],
+               online: Sequence[str], offline: Sequence[str],
+               ratio_methods: dict[float, set[str]] | None = None) -> tuple[list[Cell], list[Cell]]:
+    """(phase 1, phase 2) cells. `ratio_methods[r]`, when given, limits the labels run at r."""
+    first = [Cell(t, s, "none", "online", ratios[0]) for t in tasks for s in seeds]
+    second = []
+    for r in ratios:
+        for t in tasks:
+            for s in seeds:
+                cells = [Cell(t, s, "random", "online", r), Cell(t, s, "oracle", "online", r)]
+                cells += [Cell(t, s, m, "online", r) for m in online]
+                cells += [Cell(t, s, m, "offline", r) for m in offline]
+                allowed = (ratio_methods or {}).get(r)
+                second += [c for c in cells if allowed is None or c.label in allowed]
+    return first, second
+
+
+def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
+    """One release (in this process): the cell's fields plus the release's result or error."""
+    from service.release import ReleaseRequest, release_new_task
+
+    s = settings.replace(replay_ratio=cell.ratio)  # the seed travels with the request: the
+    # held-out set stays the line's own (it is seeded by settings.heldout_seed, not by this seed)
+    req = ReleaseRequest(task=cell.task, method=cell.strategy, mode=cell.mode,  # type: ignore[arg-type]
+                         name=f"science:{cell.task}:{cell.label}:r{cell.ratio:g}:s{cell.seed}",
+                         register=False, promote=False, measure_all=cell.strategy == "none",
+                         seed=cell.seed)
+    try:
+        out = release_new_task(s, req)
+    except Exception as e:  # one failed cell must not end the experiment; it is reported
+        return {**asdict(cell), "error": f"{type(e).__name__}: {e}"}
+    keep = ("heldout_forgetting", "task_loss_before", "task_loss_after", "replayed", "budget",
+            "method", "note", "job_id", "run_id", "reused", "heldout_per_source", "seconds")
+    return {**asdict(cell), **{k: out.get(k) for k in keep}}
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _pool_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
+    return run_cell(settings, cell)
+
+
+def run_cells(settings: Settings, cells: Sequence[Cell], workers: int,
+              on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """All cells, in `workers` spawned processes (1 = in this process); results in cell order."""
+    done = on_done or (lambda _r: None)
+    if workers <= 1 or len(cells) <= 1:
+        out = []
+        for c in cells:
+            out.append(run_cell(settings, c))
+            done(out[-1])
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: list[dict[str, Any] | None] = [None] * len(cells)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        futures = {pool.submit(_pool_cell, settings, c): i for i, c in enumerate(cells)}
+        for f in as_completed(futures):
+            i = futures[f]
+            exc = f.exception()
+            results[i] = ({**asdict(cells[i]), "error": f"worker died: {exc}"} if exc is not None
+                          else f.result())
+            done(results[i])  # type: ignore[arg-type]
+    return [r for r in results if r is not None]
+
+
+def _mean_std(x: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(x, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarize(results: Sequence[dict[str, Any]], ratios: Sequence[float]) -> dict[str, Any]:
+    """Per budget: each strategy's held-out forgetting and task loss over the (task, seed) pairs,
+    its reduction vs random replay, the share of the oracle's reduction it achieves, and paired
+    t-test / Wilcoxon p-values against random over the same pairs."""
+    from forgetting.metrics import paired_tests
+
+    ok = [r for r in results if "error" not in r and r.get("heldout_forgetting") is not None
+          and math.isfinite(r["heldout_forgetting"])]
+    none = {(r["task"], r["seed"]): r for r in ok if r["strategy"] == "none"}
+    out: dict[str, Any] = {"failed": [r for r in results if "error" in r], "budgets": {}}
+    for ratio in ratios:
+        by_label: dict[str, dict[tuple[str, int], dict[str, Any]]] = {
+            "none": dict(none)}
+        for r in ok:
+            if r["strategy"] != "none" and math.isclose(r["ratio"], ratio):
+                by_label.setdefault(Cell(r["task"], r["seed"], r["strategy"], r["mode"], ratio).label,
+                                    {})[(r["task"], r["seed"])] = r
+        rand = by_label.get("random", {})
+        oracle = by_label.get("oracle", {})
+        rows = {}
+        for label, cells in by_label.items():
+            pairs = sorted(set(cells) & set(rand)) if label != "random" else sorted(cells)
+            if not pairs:
+                continue
+            held = [cells[p]["heldout_forgetting"] for p in pairs]
+            base = [rand[p]["heldout_forgetting"] for p in pairs] if rand else []
+            row: dict[str, Any] = {"n": len(pairs)}
+            row["heldout_mean"], row["heldout_std"] = _mean_std(held)
+            row["task_loss_mean"], _ = _mean_std([cells[p]["task_loss_after"] for p in pairs])
+            row["budget"] = int(np.median([cells[p].get("budget") or 0 for p in pairs]))
+            if base:
+                row["reduction_vs_random"] = 1.0 - float(np.sum(held)) / float(np.sum(base))
+                row["pair_wins"] = int(np.sum(np.asarray(held) < np.asarray(base)))
+                if label != "random" and len(pairs) >= 2:
+                    row["vs_random"] = paired_tests(np.asarray(held), np.asarray(base))
+                both = [p for p in pairs if p in oracle]
+                if label != "random" and both:
+                    gain = sum(rand[p]["heldout_forgetting"] - cells[p]["heldout_forgetting"] for p in both)
+                    best = sum(rand[p]["heldout_forgetting"] - oracle[p]["heldout_forgetting"] for p in both)
+                    row["share_of_oracle_reduction"] = gain / best if best > 0 else float("nan")
+            rows[label] = row
+        out["budgets"][f"{ratio:g}"] = rows
+    return out

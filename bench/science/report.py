@@ -1,0 +1,271 @@
+"""Tables, figures and goals from `results.json` — the only source of the README's Results section.
+
+`write_report(results, out)` writes `results.md` and the replay / k-sweep figures; `goals(results)`
+checks the issue's targets against the measured figures; `publish(out, root)` copies the figures
+to docs/results/ and replaces the README text between the results markers with `results.md`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- science-results:begin -->", "<!-- science-results:end -->"
+FIGURES = ("heatmap.png", "r2_by_rank.png", "replay.png", "k_sweep.png")
+STUDY_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def _ms(m: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    return f"{_f(m['mean'] * scale, digits)} ± {_f(m['std'] * scale, digits)}"
+
+
+def _p(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.1e}" if x < 1e-3 else f"{x:.3f}"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _strategy_order(labels: list[str]) -> list[str]:
+    first = ["none", "random"]
+    last = ["oracle"]
+    mid = sorted(x for x in labels if x not in first + last)
+    return [x for x in first if x in labels] + mid + [x for x in last if x in labels]
+
+
+def best_method(pred: dict[str, Any], exclude: tuple[str, ...] = ("random",)) -> str:
+    res = pred["results"]
+    return min((m for m in res if m not in exclude), key=lambda m: res[m]["metrics"]["rmse_x100"]["mean"])
+
+
+def goals(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, each with the measured figure and whether it is met."""
+    out: dict[str, Any] = {}
+    lr = results.get("lowrank", {}).get("report")
+    if lr:
+        out["rank3_r2_at_least_0.7"] = {"measured": lr["svd_r2"]["3"], "met": lr["svd_r2"]["3"] >= 0.7}
+    pred = results.get("prediction", {}).get("main")
+    if pred:
+        res = pred["results"]
+        best = best_method(pred, ("random", "additive"))
+        ratio = res[best]["metrics"]["rmse_x100"]["mean"] / res["additive"]["metrics"]["rmse_x100"]["mean"]
+        out["best_rmse_at_most_0.85x_additive"] = {"method": best, "measured": ratio, "met": ratio <= 0.85}
+        f1 = res[best]["metrics"]["f1_median"]["mean"]
+        out["best_f1_at_least_0.75"] = {"method": best, "measured": f1, "met": f1 >= 0.75}
+        if "semantic" in res:
+            gap = 100 * (f1 - res["semantic"]["metrics"]["f1_median"]["mean"])
+            out["f1_20_points_over_semantic"] = {"measured": gap, "met": gap >= 20}
+    rep = results.get("replay", {}).get("summary", {}).get("budgets", {})
+    if rep:
+        key = min(rep, key=lambda r: float(r))  # the study's budget, 1/32
+        rows = rep[key]
+        preds = {k: v for k, v in rows.items() if k not in ("none", "random", "oracle") and "vs_random" in v}
+        if preds:
+            best = max(preds, key=lambda k: preds[k]["reduction_vs_random"])
+            row = preds[best]
+            out["replay_15pct_below_random_p_0.01"] = {
+                "strategy": best, "budget": key, "measured": row["reduction_vs_random"],
+                "t_p": row["vs_random"]["t_p"], "wilcoxon_p": row["vs_random"]["wilcoxon_p"],
+                "met": row["reduction_vs_random"] >= 0.15 and row["vs_random"]["t_p"] < 0.01}
+            share = row.get("share_of_oracle_reduction")
+            out["replay_70pct_of_oracle"] = {"strategy": best, "measured": share,
+                                             "met": share is not None and share >= 0.7}
+    cost = results.get("cost")
+    if cost:
+        out["probes_at_most_1pct_of_full"] = {"measured": cost["probe_share_of_full"],
+                                              "met": cost["probe_share_of_full"] <= 0.01}
+    return out
+
+
+def _figures(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rep = results.get("replay", {}).get("summary", {}).get("budgets", {})
+    if rep:
+        fig, axes = plt.subplots(1, len(rep), figsize=(6 * len(rep), 4), squeeze=False)
+        for ax, (budget, rows) in zip(axes[0], sorted(rep.items(), key=lambda kv: -float(kv[0])), strict=True):
+            labels = _strategy_order(list(rows))
+            means = [rows[x]["heldout_mean"] for x in labels]
+            sems = [rows[x]["heldout_std"] / math.sqrt(max(rows[x]["n"], 1)) for x in labels]
+            colors = ["#999999" if x in ("none", "random") else "#2b8cbe" if x != "oracle" else "#31a354"
+                      for x in labels]
+            ax.bar(range(len(labels)), means, yerr=sems, color=colors, capsize=3)
+            ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+            ax.set(ylabel="held-out forgetting (mean ΔNLL)", title=f"replay budget r = {float(budget):.4g}")
+        fig.tight_layout()
+        fig.savefig(out / "replay.png", dpi=120)
+        plt.close(fig)
+    pred = results.get("prediction", {})
+    ks = sorted(int(k.split("=")[1]) for k in pred if k.startswith("k="))
+    if ks and "main" in pred:
+        ks = sorted({*ks, 30})
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for m in pred[f"k={ks[0]}"]["results"]:
+            ys = [pred["main" if k == 30 else f"k={k}"]["results"][m]["metrics"]["rmse_x100"]["mean"]
+                  for k in ks]
+            ax.plot(ks, ys, "o-", label=m)
+        ax.set(xscale="log", xlabel="probes k", ylabel="RMSE×100 (unobserved entries)",
+               title="completion error vs number of probes")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "k_sweep.png", dpi=120)
+        plt.close(fig)
+
+
+def _prediction_table(rep: dict[str, Any]) -> str:
+    rows = []
+    for m, r in rep["results"].items():
+        x = r["metrics"]
+        rows.append([m, _ms(x["rmse_x100"], 1, 2), _ms(x["f1_median"]), _f(x["precision_median"]["mean"]),
+                     _f(x["recall_median"]["mean"]), _f(x["roc_auc_median"]["mean"]),
+                     _ms(x["f1_positive"]), _f(x["precision_at_0.01"]["mean"]),
+                     _f(x["precision_at_0.05"]["mean"]), _f(x["spearman"]["mean"]), _f(r["fold_in_ms"], 2)])
+    return _table(["method", "RMSE×100", "F1 (Z>median)", "precision", "recall", "AUC", "F1 (Z>0)",
+                   "P@1%", "P@5%", "Spearman", "fold-in ms"], rows)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    parts = [f"Measured on {meta.get('date', '?')} ({meta.get('machine', '?')}), world "
+             f"`{meta.get('world', '?')}`, by `python -m bench.science"
+             f"{' --quick' if meta.get('quick') else ''}` (model line `{meta.get('model_line')}`)."]
+    mx = results.get("matrix")
+    if mx:
+        parts.append(f"**Matrix.** {mx['tasks']} statistics jobs (tasks from {len(mx['families'])} "
+                     f"families) × {mx['examples']:,} upstream examples from {len(mx['sources'])} "
+                     f"sources; fine-tune + full measurement took {mx['job_seconds_total'] / 60:.1f} "
+                     f"min of job time in total ({mx['workers']} processes × 1 torch thread).")
+    lr = results.get("lowrank")
+    if lr:
+        r = lr["report"]
+        ranks = sorted(int(k) for k in r["svd_r2"])
+        parts.append("**Low rank** (truncated SVD, global-mean-centred R², "
+                     f"{r['n_rows']} × {r['n_columns_used']}):\n\n" + _table(
+                         ["", *[str(k) for k in ranks]],
+                         [["ftctl world", *[_f(r["svd_r2"][str(k)]) for k in ranks]],
+                          ["study, OLMo-7B", *[_f(STUDY_R2.get(k)) for k in ranks]]])
+                     + f"\n\nAdditive (μ + b_task + b_example) R² {_f(r['additive_r2'])}, "
+                     f"multiplicative (rank 1) {_f(r['multiplicative_r2'])}, task-only "
+                     f"{_f(r['task_only_r2'])}, example-only {_f(r['example_only_r2'])}. Mean ΔNLL "
+                     f"{_f(lr['mean_forgetting'])} nats; {100 * lr['frac_positive']:.1f}% of entries > 0."
+                     "\n\n![forgetting heatmap](docs/results/heatmap.png) "
+                     "![R² by rank](docs/results/r2_by_rank.png)")
+    ps = results.get("per_source")
+    if ps:
+        srcs = ps["sources"]
+        by_family: dict[str, list[dict[str, Any]]] = {}
+        for t in ps["tasks"]:
+            by_family.setdefault(t["family"], []).append(t)
+        picked = [ts[i] for i in range(2) for ts in by_family.values() if i < len(ts)][:12]
+        rows = [[t["task"], t["family"], _f(t["mean"]), *[_f(t["per_source"][s]) for s in srcs]]
+                for t in sorted(picked, key=lambda t: (t["family"], t["task"]))]
+        parts.append("**Which sources a task makes the model forget** (mean ΔNLL per upstream source, "
+                     "a task per family and then some):\n\n"
+                     + _table(["task", "family", "all", *srcs], rows))
+    pred = results.get("prediction", {})
+    if "main" in pred:
+        cfg = pred["main"]["config"]
+        parts.append(f"**Prediction** from k = {cfg['k']} probes, leave-tasks-out "
+                     f"({len(pred['main']['folds'][0])} test tasks, seeds "
+                     f"{cfg['seeds'][0]}..{cfg['seeds'][-1]}; mean ± std over seeds; scored on "
+                     "unobserved entries only):\n\n" + _prediction_table(pred["main"]))
+    sweep = sorted((int(k.split("=")[1]), k) for k in pred if k.startswith("k="))
+    if sweep and "main" in pred:
+        cols = sorted([*sweep, (30, "main")])
+        methods = list(pred[cols[0][1]]["results"])
+        rows = [[m, *[f"{_f(pred[key]['results'][m]['metrics']['rmse_x100']['mean'], 2)} / "
+                      f"{_f(pred[key]['results'][m]['metrics']['precision_at_0.05']['mean'])}"
+                      for _, key in cols]] for m in methods]
+        parts.append("**k sweep** (RMSE×100 / P@5%):\n\n" + _table(["method", *[f"k = {k}" for k, _ in cols]], rows)
+                     + "\n\n![k sweep](docs/results/k_sweep.png)")
+    if "leverage" in pred and "main" in pred:
+        rows = [[m, _f(pred["main"]["results"][m]["metrics"]["rmse_x100"]["mean"], 2),
+                 _f(pred["leverage"]["results"][m]["metrics"]["rmse_x100"]["mean"], 2),
+                 _f(pred["main"]["results"][m]["metrics"]["precision_at_0.05"]["mean"]),
+                 _f(pred["leverage"]["results"][m]["metrics"]["precision_at_0.05"]["mean"])]
+                for m in pred["leverage"]["results"]]
+        parts.append("**Probe choice** (k = 30): random vs leverage (columns with the largest "
+                     "factor leverage over the known tasks):\n\n"
+                     + _table(["method", "RMSE×100 random", "RMSE×100 leverage", "P@5% random",
+                               "P@5% leverage"], rows))
+    if "family" in pred:
+        parts.append("**Out of domain** (leave one task family out; the study's OOD split):\n\n"
+                     + _prediction_table(pred["family"]))
+    rep = results.get("replay")
+    if rep:
+        parts.append(f"**Replay.** {len(rep['tasks'])} unseen tasks ({', '.join(rep['tasks'])}) × seeds "
+                     f"{rep['seeds']}; each task released from release 0 with its own row left out of "
+                     "the matrix; T = 0.1; scored on the held-out upstream examples, which are never "
+                     "replayed. Reduction and p-values are paired against random replay over the same "
+                     f"(task, seed) pairs; the best other method was `{rep['best_other']}`.")
+        for budget, rows in sorted(rep["summary"]["budgets"].items(), key=lambda kv: -float(kv[0])):
+            tab = []
+            for label in _strategy_order(list(rows)):
+                r = rows[label]
+                vs = r.get("vs_random", {})
+                red = r.get("reduction_vs_random")
+                tab.append([label, r["n"], r["budget"] if label != "none" else 0,
+                            f"{_f(r['heldout_mean'], 4)} ± {_f(r['heldout_std'], 4)}",
+                            _f(r["task_loss_mean"]), "—" if red is None or label == "random" else f"{100 * red:+.1f}%",
+                            f"{r.get('pair_wins', '—')}/{r['n']}" if label not in ("random",) and "pair_wins" in r else "—",
+                            _p(vs.get("t_p")), _p(vs.get("wilcoxon_p")),
+                            _f(r.get("share_of_oracle_reduction"), 2)])
+            parts.append(f"Budget r = {float(budget):.4g}:\n\n" + _table(
+                ["strategy", "pairs", "replayed", "held-out ΔNLL", "task loss", "vs random",
+                 "wins", "t-test p", "Wilcoxon p", "share of oracle"], tab))
+        if rep["summary"].get("failed"):
+            parts.append(f"{len(rep['summary']['failed'])} release(s) failed and are left out: "
+                         + "; ".join(f"{f['task']} {f['strategy']}: {f['error'][:80]}" for f in rep["summary"]["failed"]))
+        parts.append("![replay](docs/results/replay.png)")
+    cost = results.get("cost")
+    if cost:
+        parts.append(f"**Probe cost.** Measuring k = {cost['k']} probes took {cost['probe_measure_seconds']:.3f} s "
+                     f"and the {cost['method']} fold-in {1000 * cost['fold_in_seconds']:.2f} ms, vs "
+                     f"{cost['full_measure_seconds']:.1f} s to measure all {cost['n']:,} upstream examples: "
+                     f"{100 * cost['probe_share_of_full']:.2f}% of the full cost.")
+    g = results.get("goals")
+    if g:
+        rows = [[k, ", ".join(f"{a}={b}" for a, b in v.items() if a not in ("measured", "met")) or "—",
+                 _f(v["measured"]) if isinstance(v.get("measured"), float) else v.get("measured"),
+                 "yes" if v["met"] else "**no**"] for k, v in g.items()]
+        parts.append("**Goals** (from the issue; figures above):\n\n" + _table(["goal", "detail", "measured", "met"], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    results["goals"] = goals(results)
+    _figures(results, out)
+    (out / "results.md").write_text(markdown(results))
+    return results["goals"]
+
+
+def publish(out: Path, root: Path) -> None:
+    """Copy the figures and results to docs/results/ and splice results.md into the README."""
+    dest = root / "docs" / "results"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*FIGURES, "results.json", "results.md"):
+        if (out / name).exists():
+            shutil.copy2(out / name, dest / name)
+    readme = root / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} … {END} markers to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + BEGIN + "\n" + (out / "results.md").read_text() + END + tail)
