@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from torch.utils.data import DataLoader
 
 from training.config import FinetuneConfig
 from training.data import Example, TaskDataConfig, encode, pad_id
@@ -35,19 +37,47 @@ from training.errors import TrainingError
 from training.nll import evaluate_loss
 from training.probe import OnlineProbe, ProbeSpec
 
-__all__ = ["FinetuneResult", "ProbeSpec", "ReplaySpec", "evaluate_loss", "finetune"]
+__all__ = ["CheckpointSpec", "FinetuneResult", "ProbeSpec", "ReplaySpec", "evaluate_loss", "finetune"]
 
 StepProgress = Callable[[int, int, dict[str, float]], None]  # (step, total, last history entry)
 
 
 @dataclass
 class ReplaySpec:
-    """Upstream replay: draw from `pool` following `schedule`, one per 1/ratio task examples."""
+    """Upstream replay: draw from `pool` following `schedule`, one per 1/ratio task examples.
+
+    `switches` are later schedules, each from a stream position on: what the online probe
+    decided after the warm-up, given up front when a job resumes after that point.
+    """
 
     pool: Mapping[str, Example]
     schedule: list[tuple[str, float]]
     ratio: float = 1 / 32
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
+    switches: Sequence[tuple[int, Sequence[tuple[str, float]]]] = ()
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Resumable training: a Lightning checkpoint at `<dir>/last.ckpt`.
+
+    every_steps : also checkpoint every this many optimizer steps (0: only where training stops),
+        so that a job whose worker dies resumes from the last one instead of step 0.
+    stop_at : stop after this many optimizer steps (of `config.steps`) and checkpoint — the warm-up
+        segment of a staged online release; a later call with the same config resumes it.
+    resume : continue from `<dir>/last.ckpt` when it exists (model, optimizer, schedule, stream
+        position, replayed ids and history are restored; the LR schedule still spans
+        `config.steps`).
+    """
+
+    dir: str
+    every_steps: int = 0
+    stop_at: int | None = None
+    resume: bool = True
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dir, "last.ckpt")
 
 
 @dataclass
@@ -64,6 +94,54 @@ class FinetuneResult:
     history: list[dict[str, float]]
     probe_after: np.ndarray | None = None
     probe_step: int | None = None
+
+
+class _Checkpointing(L.Callback):
+    """Writes `spec.path` atomically (every `every_steps`, at `stop_at`, at the end) with ftctl's own
+    state — the stream position, replayed ids and step history — next to Lightning's."""
+
+    def __init__(self, spec: CheckpointSpec, mixture: Any, total: int):
+        self.spec, self.mixture, self.total = spec, mixture, total
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = f"{self.spec.path}.partial"
+        trainer.save_checkpoint(tmp)  # rank 0 writes; a crash mid-write leaves last.ckpt intact
+        if trainer.is_global_zero:
+            os.replace(tmp, self.spec.path)
+        trainer.strategy.barrier()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        stop = self.spec.stop_at is not None and step >= self.spec.stop_at
+        every = self.spec.every_steps and step % self.spec.every_steps == 0 and step < self.total
+        if stop or every:
+            self._save(trainer)
+        if stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.global_step >= self.total:
+            self._save(trainer)  # finished: a redelivered job resumes at the end, not at step 0
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ftctl"] = {"consumed": list(self.mixture.consumed),
+                               "positions_consumed": self.mixture.positions_consumed,
+                               "history": list(pl_module.history)}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ftctl", {})
+        self.mixture.consumed[:] = state.get("consumed", [])
+        self.mixture.positions_consumed = int(state.get("positions_consumed", 0))
+        pl_module.history[:] = state.get("history", [])
+
+
+def _resume_step(spec: CheckpointSpec | None) -> int:
+    """Optimizer steps already done by the checkpoint `spec` resumes from (0: start afresh)."""
+    if spec is None or not spec.resume or not os.path.isfile(spec.path):
+        return 0
+    import torch
+
+    return int(torch.load(spec.path, map_location="cpu", weights_only=False)["global_step"])
 
 
 class _Progress(L.Callback):
@@ -96,6 +174,8 @@ def _quiet_threads(n: int | None) -> Iterator[None]:
             # A loader of positions needs no workers; the pytree notice is Lightning-internal.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
+            # Mid-epoch resumption is exact here: the loader restarts at the saved position.
+            warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before.*")
             yield
     finally:
         torch.set_num_threads(old)
@@ -126,6 +206,7 @@ def finetune(
     callbacks: Sequence[Any] = (),
     progress: StepProgress | None = None,
     data: TaskDataConfig | None = None,
+    checkpoint: CheckpointSpec | None = None,
 ) -> FinetuneResult:
     """Train `model` on `train` (+ replay) for `config.steps` optimizer steps.
 
@@ -142,6 +223,7 @@ def finetune(
     progress : progress(step, total_steps, history entry) after each optimizer step.
     data : how task examples are tokenised (truncation rule, chat template, EOS; the shorter of
         its and config's max_length); replay examples always use the defaults, left-truncated.
+    checkpoint : resumable training (see CheckpointSpec); None keeps no checkpoint.
     """
     from training.mixture import ReplayMixture
     from training.model import apply_lora
@@ -177,6 +259,8 @@ def finetune(
         schedule=replay.schedule if replay else (),
         exclude_ids=replay.exclude_ids if replay else frozenset(),
     )
+    for at_position, schedule in replay.switches if replay else ():
+        mixture.switch(list(schedule), at_position=int(at_position))
     module = CausalLMModule(model, config, mixture)
     cbs = list(callbacks)
     probe_cb = None
@@ -192,24 +276,49 @@ def finetune(
         cbs.append(probe_cb)
     if progress is not None:
         cbs.append(_Progress(progress, config.steps))
+    done = _resume_step(checkpoint)
+    if checkpoint is not None:
+        os.makedirs(checkpoint.dir, exist_ok=True)
+        cbs.append(_Checkpointing(checkpoint, mixture, config.steps))
     with _quiet_threads(config.num_threads):
         trainer = _trainer(config, model, cbs, logger)
         if logger is not None:
             logger.log_hyperparams(config.to_dict())
         # Enough positions for every step on every rank; the loader is never exhausted early.
-        total = config.steps * config.examples_per_step * trainer.world_size
-        trainer.fit(module, mixture.loader(total, config.batch_size))
+        # A resumed job's loader starts where the checkpoint's stream stopped (positions are
+        # resolved by the mixture, so the continuation sees exactly the examples it would have).
+        # It keeps the full epoch length: Lightning resumes its batch counter mid-epoch and
+        # would otherwise end the epoch early and restart the loader from its first position.
+        per_step = config.examples_per_step * trainer.world_size
+        total = config.steps * per_step
+        start = done * per_step
+        loader = DataLoader(range(start, start + total), batch_size=config.batch_size, shuffle=False)
+        if done < config.steps:
+            trainer.fit(module, loader, ckpt_path=checkpoint.path if done else None)  # type: ignore[union-attr]
+        elif done:  # the checkpoint is already complete: restore, train nothing
+            _restore_finished(module, mixture, checkpoint.path, cbs)  # type: ignore[union-attr]
     replayed = _gather(list(mixture.consumed))
     model = module.model
     model.eval()
     return FinetuneResult(
         model=model,
         replayed_ids=replayed,
-        steps=int(trainer.global_step),
+        steps=max(int(trainer.global_step), done),
         history=list(module.history),
         probe_after=probe_cb.nll_after if probe_cb else None,
         probe_step=probe_cb.at_step if probe_cb else None,
     )
+
+
+def _restore_finished(module: Any, mixture: Any, path: str, callbacks: list[Any]) -> None:
+    """Load a finished checkpoint's weights and ftctl state without training (redelivery)."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    module.load_state_dict(ckpt["state_dict"])
+    for cb in callbacks:
+        if isinstance(cb, _Checkpointing):
+            cb.on_load_checkpoint(None, module, ckpt)  # type: ignore[arg-type]
 
 
 def _trainer(config: FinetuneConfig, model: Any, callbacks: list[Any], logger: Any) -> L.Trainer:
