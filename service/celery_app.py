@@ -37,9 +37,11 @@ from service.settings import Settings, load_settings
 GPU, CPU = "gpu", "cpu"
 # Which queue each task kind goes to: GPU for anything that runs the model, CPU for the rest.
 ROUTES = {
-    "ftctl.release": GPU, "ftctl.stats": GPU, "ftctl.measure_shard": GPU, "ftctl.diagnose": GPU,
+    "ftctl.release_warmup": GPU, "ftctl.release_train": GPU, "ftctl.stats": GPU,
+    "ftctl.measure_shard": GPU, "ftctl.diagnose": GPU,
+    "ftctl.release_begin": CPU, "ftctl.release_predict": CPU, "ftctl.release_finish": CPU,
     "ftctl.merge_shards": CPU, "ftctl.refit": CPU, "ftctl.inbox_scan": CPU,
-    "ftctl.stats_when_idle": CPU, "ftctl.finalize": CPU, "ftctl.echo": CPU,
+    "ftctl.stats_when_idle": CPU, "ftctl.echo": CPU,
 }
 
 

@@ -34,6 +34,11 @@ class TrainSpec:
     save_dir: str | None = None  # where to save the trained model (None: do not save)
     num_threads: int | None = None
     seed: int = 0
+    # Later replay schedules from a stream position on (a staged online release's plan).
+    switches: list[tuple[int, list[tuple[str, float]]]] = field(default_factory=list)
+    checkpoint_dir: str | None = None  # resumable: <dir>/last.ckpt (training.finetune.CheckpointSpec)
+    stop_at: int | None = None  # stop (and checkpoint) after this many of `steps`
+    checkpoint_every: int = 0  # also checkpoint every this many steps (a dead worker resumes)
 
 
 @dataclass
@@ -102,7 +107,7 @@ def train_and_measure(
     progress: Callable[..., None] | None = None,
 ) -> TrainOutcome:
     from service.context import load_upstream, resolve_task
-    from training.finetune import ReplaySpec, finetune
+    from training.finetune import CheckpointSpec, ReplaySpec, finetune
     from training.model import load_model, save_model
     from training.nll import measure_nll
 
@@ -119,10 +124,14 @@ def train_and_measure(
     if spec.replay_ratio > 0:
         excluded = frozenset(np.asarray(upstream.ids)[upstream.heldout].tolist())
         replay = ReplaySpec(pool=upstream.by_id, schedule=[(i, 1.0) for i in spec.replay_ids],
-                            ratio=spec.replay_ratio, exclude_ids=excluded)
+                            ratio=spec.replay_ratio, exclude_ids=excluded, switches=spec.switches)
     cfg = finetune_config(spec.settings, spec.steps, spec.seed, spec.num_threads)
+    ckpt = None
+    if spec.checkpoint_dir:
+        ckpt = CheckpointSpec(spec.checkpoint_dir, every_steps=spec.checkpoint_every,
+                              stop_at=spec.stop_at)
     result = finetune(model, tok, task.train, cfg, replay=replay, probe=probe, logger=logger,
-                      progress=progress)
+                      progress=progress, checkpoint=ckpt)
     model = result.model
     test_after = float(np.mean(measure_nll(model, tok, task.test)))
     examples = [upstream.examples[i] for i in spec.measure]

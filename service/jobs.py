@@ -22,6 +22,32 @@ def job_id_for(kind: str, **parts: Any) -> str:
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+def finished_result(tracker: Tracker, job_id: str) -> dict[str, Any] | None:
+    """The recorded result of this job id's FINISHED run (marked "reused"), if any."""
+    done = tracker.find_job(job_id)
+    return None if done is None else {**tracker.job_result(done.info.run_id), "reused": True}
+
+
+def start_job(tracker: Tracker, *, kind: str, job_id: str, name: str,
+              tags: Mapping[str, Any]) -> RunHandle:
+    """Open the job's run (RUNNING). Runs of this job id still RUNNING belong to a process that
+    died (in-process) or to a delivery whose worker died (the Celery tasks hold the job's lock
+    before they get here): they end FAILED with "interrupted", so the history shows the retry."""
+    tracker.fail_stale({TAG + "job_id": job_id, TAG + "role": "job"},
+                       "interrupted: the process running this job died; the job was run again")
+    all_tags = {**tags, TAG + "role": "job", TAG + "job_id": job_id, TAG + "kind": kind}
+    return tracker.start(name, tags=all_tags)
+
+
+def end_job(run: RunHandle, *, kind: str, job_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Record the job's result (what a rerun returns) and end its run FINISHED."""
+    out = to_json(dict(result))
+    out.update({"job_id": job_id, "run_id": run.run_id, "kind": kind})
+    run.log_result(out)
+    run.tracker.finish(run.run_id)
+    return {**out, "reused": False}
+
+
 def run_job(
     tracker: Tracker,
     *,
@@ -32,13 +58,13 @@ def run_job(
     body: Callable[[RunHandle], dict[str, Any]],
 ) -> dict[str, Any]:
     """Run `body` inside a job run unless this job id already finished; return its result."""
-    done = tracker.find_job(job_id)
+    done = finished_result(tracker, job_id)
     if done is not None:
-        result = tracker.job_result(done.info.run_id)
-        return {**result, "reused": True}
-    all_tags = {**tags, TAG + "role": "job", TAG + "job_id": job_id, TAG + "kind": kind}
-    with tracker.run(name, tags=all_tags) as run:
-        result = to_json(body(run))
-        result.update({"job_id": job_id, "run_id": run.run_id, "kind": kind})
-        run.log_result(result)
-    return {**result, "reused": False}
+        return done
+    run = start_job(tracker, kind=kind, job_id=job_id, name=name, tags=tags)
+    try:
+        result = body(run)
+        return end_job(run, kind=kind, job_id=job_id, result=result)
+    except BaseException as e:
+        tracker.fail(run.run_id, e)
+        raise

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from service.errors import ServiceError
 from service.settings import Settings
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELLED", "REVOKED"})
-STALE = ("error", "finished", "summary", "started", "worker", "attempts")  # reset on resubmit
+STALE = ("error", "finished", "summary", "started", "worker", "attempts", "progress")  # reset on resubmit
 # Settings a submitter may override per job; everything else (paths, URIs) is the workers' own.
 JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
                  "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting")
@@ -157,8 +158,9 @@ class RemoteJobs:
         if record is not None and not resubmit:
             return {**record, "submitted": False}
         n = int(record.get("submissions", 0)) + 1 if record else 1
-        # A fresh Celery task id per submission: revoked ids are remembered by the workers.
-        task_id = f"{job_id}.{n}"
+        # A fresh Celery task id per submission: revoked ids are remembered by the workers, and
+        # results outlive job records in the backend (a nonce: a reused job id never sees them).
+        task_id = f"{job_id}.{n}-{uuid.uuid4().hex[:8]}"
         canvas = build_canvas(self.app, kind, job_id, args, task_id)
         fields = {"job_id": job_id, "kind": kind, "args": args, "task_id": task_id,
                   "state": "PENDING", "submitted": time.time(), "submissions": n, "message": "queued",
@@ -245,6 +247,8 @@ class RemoteJobs:
             out["error"] = record.get("error") or _error_text(info)
         elif isinstance(info, dict):
             out["progress"] = info
+        elif isinstance(record.get("progress"), dict):  # a chain: its earlier stage reported
+            out["progress"] = record["progress"]
         return out
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -302,7 +306,8 @@ class RemoteJobs:
 
 
 def _task_name(kind: str) -> str:
-    return {"release": "ftctl.release", "stats": "ftctl.stats", "measure": "ftctl.measure_shard",
+    """The task whose queue a job is listed under (a release's fine-tune runs on the gpu)."""
+    return {"release": "ftctl.release_train", "stats": "ftctl.stats", "measure": "ftctl.measure_shard",
             "diagnose": "ftctl.diagnose"}[kind]
 
 
@@ -312,10 +317,15 @@ def build_canvas(app: Any, kind: str, job_id: str, args: dict[str, Any], task_id
 
     t = app.tasks
     if kind == "release":
-        # gpu: fine-tune + measure + register (one job run), then cpu: finalize the record.
-        return chain(t["ftctl.release"].si(job_id, args["request"], args["overrides"])
-                     .set(task_id=task_id),
-                     t["ftctl.finalize"].s(job_id))
+        # The release's stages on their queues, each handed the state of the one before:
+        # cpu begin → gpu warm-up → cpu predict → gpu replay-train → cpu finish (observed).
+        # Every stage's task id carries the job id (failure signals map it back to the job).
+        ov = args["overrides"]
+        stages = [t[f"ftctl.release_{name}"].s(job_id, ov).set(task_id=f"{task_id}-{name}")
+                  for name in ("warmup", "predict", "train")]
+        return chain(t["ftctl.release_begin"].si(job_id, args["request"], ov)
+                     .set(task_id=f"{task_id}-begin"), *stages,
+                     t["ftctl.release_finish"].s(job_id, ov).set(task_id=task_id))
     if kind == "stats":
         return t["ftctl.stats"].si(job_id, args["task_ref"], args["overrides"]).set(task_id=task_id)
     if kind == "measure":

@@ -47,7 +47,7 @@ class PoisonJob(ServiceError):
 
 
 def job_of(task_id: str | None) -> str:
-    """Job id of a Celery task id (`<job_id>.<submission>`)."""
+    """Job id of a Celery task id (`<job_id>.<submission>-<nonce>[-<stage>]`)."""
     return (task_id or "").rsplit(".", 1)[0]
 
 
@@ -92,7 +92,7 @@ class Progress:
                 "elapsed": now - self.t0, "stage": self.stage, "job_id": self.job_id}
         if self.task.request.id:
             self.task.update_state(state="PROGRESS", meta=meta)
-        self.store.update(self.job_id, state="PROGRESS", message=message)
+        self.store.update(self.job_id, state="PROGRESS", message=message, progress=meta)
 
 
 class Heartbeat(threading.Thread):
@@ -113,8 +113,13 @@ class Heartbeat(threading.Thread):
 
 
 def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
-            *, tracked: bool = True) -> dict[str, Any]:
-    """Run `work` at most once at a time per job id, idempotently; see the module docstring."""
+            *, tracked: bool = True, last: bool = True) -> dict[str, Any]:
+    """Run `work` at most once at a time per job id, idempotently; see the module docstring.
+
+    tracked: look the job id up in MLflow first (finished → its result; RUNNING runs of a dead
+    worker → FAILED). A staged release does that in its first stage itself. last: this task ends
+    the job (record SUCCESS); a stage in the middle of a chain only reports that it is done.
+    """
     app = task.app
     dist = app.ftctl_dist
     store = JobStore.for_app(app)
@@ -147,7 +152,10 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
                 return done
         result = work(Progress(task, store, job_id))
         clean = True
-        store.update(job_id, state="SUCCESS", message="finished", finished=time.time())
+        if last:
+            store.update(job_id, state="SUCCESS", message="finished", finished=time.time())
+        else:
+            store.update(job_id, state="PROGRESS", message=f"{task.name.removeprefix('ftctl.')} done")
         return result
     except Retry:
         clean = True
@@ -184,9 +192,11 @@ def _finished(settings: Settings, job_id: str, attempts: int) -> dict[str, Any] 
 
 # -- the tasks -------------------------------------------------------------------------------
 
-def release(task: Any, job_id: str, request: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """gpu: a whole release job (fine-tune with predicted replay, measure, register, gate)."""
-    from service.release import ReleaseRequest, release_new_task
+def release_begin(task: Any, job_id: str, request: dict[str, Any],
+                  overrides: dict[str, Any]) -> dict[str, Any]:
+    """cpu: open the release (job id, run) and choose method, probes and warm-up replay."""
+    from service.release import ReleaseRequest, open_release, stage_settings
+    from service.stages import begin
 
     settings = job_settings(task.app, overrides)
     if not isinstance(request, dict) or "task" not in request:
@@ -194,18 +204,74 @@ def release(task: Any, job_id: str, request: dict[str, Any], overrides: dict[str
     try:
         req = ReleaseRequest(**{**request, "job_id": job_id})
     except TypeError as e:
-        raise ServiceError(f"bad arguments for ftctl.release: {e}") from None
-    return guarded(task, job_id, lambda progress: release_new_task(settings, req, progress=progress))
+        raise ServiceError(f"bad arguments for ftctl.release_begin: {e}") from None
+
+    def work(progress: Progress) -> dict[str, Any]:
+        state = open_release(settings, req)
+        if "result" in state:  # this job id already finished: every stage passes it through
+            return state
+        return _stage_body(settings, stage_settings(settings, state), state, begin, progress)
+
+    return guarded(task, job_id, work, tracked=False, last=False)
 
 
-def finalize(task: Any, result: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """cpu: record the release's outcome on the job (version, gate) once the gpu stage is done."""
+def _stage_body(settings: Settings, stage_s: Settings, state: dict[str, Any], fn: Callable[..., Any],
+                progress: Progress) -> Any:
+    """Run one stage; a stage that fails for good fails the release run with the reason."""
+    from service.tracking import Tracker
+
+    try:
+        return fn(stage_s, state, progress)
+    except TRANSIENT:
+        raise  # Celery retries the stage with the same state; the release run stays RUNNING
+    except BaseException as e:
+        Tracker(settings).fail(state["run_id"], e)
+        raise
+
+
+def _release_stage(task: Any, state: Any, job_id: str, overrides: dict[str, Any], name: str,
+                   last: bool = False) -> Any:
+    from service.release import stage_settings
+    from service.stages import STAGES
+
+    settings = job_settings(task.app, overrides)
+    if not isinstance(state, dict) or not ({"run_id", "result"} & set(state)):
+        raise ServiceError(f"bad arguments: ftctl.release_{name} takes the state of the stage "
+                           "before it (a JSON object with 'run_id')")
+    if "result" in state:
+        return state["result"] if last else state
+    fn = dict(STAGES)[name]
+    return guarded(task, job_id, lambda progress: _stage_body(
+        settings, stage_settings(settings, state), state, fn, progress), tracked=False, last=last)
+
+
+def release_warmup(task: Any, state: Any, job_id: str, overrides: dict[str, Any]) -> Any:
+    """gpu: the warm-up (online) or plain fine-tune (offline, oracle) and the probes."""
+    return _release_stage(task, state, job_id, overrides, "warmup")
+
+
+def release_predict(task: Any, state: Any, job_id: str, overrides: dict[str, Any]) -> Any:
+    """cpu: fold the probes into the completion model; sample the replay plan."""
+    return _release_stage(task, state, job_id, overrides, "predict")
+
+
+def release_train(task: Any, state: Any, job_id: str, overrides: dict[str, Any]) -> Any:
+    """gpu: the fine-tune with the planned replay; measure and log the forgetting row."""
+    return _release_stage(task, state, job_id, overrides, "train")
+
+
+def release_finish(task: Any, state: Any, job_id: str, overrides: dict[str, Any]) -> Any:
+    """cpu: gate, register, promote; record the outcome on the job (version, gate)."""
+    result = _release_stage(task, state, job_id, overrides, "finish", last=True)
     store = JobStore.for_app(task.app)
     summary = {k: result.get(k) for k in ("version", "champion", "run_id", "reused", "task")}
     store.update(job_id, state="SUCCESS", message=f"released version {result.get('version')}"
                  + (" @champion" if result.get("champion") else ""), summary=summary,
                  finished=time.time())
     return result
+
+
+RELEASE_STAGES = (release_warmup, release_predict, release_train, release_finish)
 
 
 def stats(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +409,7 @@ def register(app: Any) -> None:
     job = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "typing": True,
            "autoretry_for": TRANSIENT, "max_retries": dist.max_retries, "retry_backoff": 5,
            "retry_backoff_max": 600, "retry_jitter": True}
-    for fn in (release, stats, measure_shard, merge_shards, diagnose, finalize):
+    for fn in (release_begin, *RELEASE_STAGES, stats, measure_shard, merge_shards, diagnose):
         app.task(name=f"ftctl.{fn.__name__}", **job)(fn)
     app.task(name="ftctl.echo", bind=True)(echo)
     for fn in (schedule.inbox_scan, schedule.stats_when_idle, schedule.refit):

@@ -150,24 +150,53 @@ class Tracker:
         self, name: str, *, tags: Mapping[str, Any] | None = None, parent_id: str | None = None
     ) -> Iterator[RunHandle]:
         """A run that ends FINISHED, or FAILED with the reason in tag ftctl.failure."""
-        all_tags = {k: str(v) for k, v in (tags or {}).items()}
-        if parent_id:
-            all_tags["mlflow.parentRunId"] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        handle = RunHandle(self, run.info.run_id)
+        handle = self.start(name, tags=tags, parent_id=parent_id)
         try:
             yield handle
         except BaseException as e:
-            reason = _first_line(e) or type(e).__name__
-            try:
-                self.client.set_tag(handle.run_id, TAG + "failure", reason[:5000])
-                self.client.set_terminated(handle.run_id, "FAILED")
-            except Exception:  # the store itself may be what failed; the original error matters
-                pass
+            self.fail(handle.run_id, e)
             raise
         else:
             # Lightning's MLFlowLogger may already have finished a child run; finishing twice is fine.
             self.client.set_terminated(handle.run_id, "FINISHED")
+
+    def start(self, name: str, *, tags: Mapping[str, Any] | None = None,
+              parent_id: str | None = None) -> RunHandle:
+        """A RUNNING run that outlives this call (a release spans several stage tasks); end it
+        with `finish` or `fail`."""
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return RunHandle(self, run.info.run_id)
+
+    def attach(self, run_id: str) -> RunHandle:
+        return RunHandle(self, run_id)
+
+    def finish(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail(self, run_id: str, error: BaseException | str) -> None:
+        """End a run FAILED with the reason in tag ftctl.failure (never raises: the store itself
+        may be what failed, and the original error is what matters)."""
+        reason = error if isinstance(error, str) else (_first_line(error) or type(error).__name__)
+        try:
+            self.client.set_tag(run_id, TAG + "failure", reason[:5000])
+            self.client.set_terminated(run_id, "FAILED")
+        except Exception:
+            pass
+
+    def fail_stale(self, filters: Mapping[str, str], reason: str) -> list[str]:
+        """Mark RUNNING runs matching `filters` (and their RUNNING child runs) FAILED: runs whose
+        process died. Returns their ids."""
+        dead = []
+        for run in self.find_runs(filters, status="RUNNING"):
+            dead.append(run.info.run_id)
+            dead += [r.info.run_id for r in
+                     self.find_runs({"mlflow.parentRunId": run.info.run_id}, status="RUNNING")]
+        for run_id in dead:
+            self.fail(run_id, reason)
+        return dead
 
     def find_runs(self, filters: Mapping[str, str], status: str | None = "FINISHED",
                   max_results: int = 10_000) -> list[Any]:

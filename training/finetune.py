@@ -293,9 +293,10 @@ def finetune(
         total = config.steps * per_step
         start = done * per_step
         loader = DataLoader(range(start, start + total), batch_size=config.batch_size, shuffle=False)
-        if done < config.steps:
+        target = min(config.steps, checkpoint.stop_at or config.steps) if checkpoint else config.steps
+        if done < target:
             trainer.fit(module, loader, ckpt_path=checkpoint.path if done else None)  # type: ignore[union-attr]
-        elif done:  # the checkpoint is already complete: restore, train nothing
+        elif done:  # the checkpoint already got this far (a redelivery): restore, train nothing
             _restore_finished(module, mixture, checkpoint.path, cbs)  # type: ignore[union-attr]
     replayed = _gather(list(mixture.consumed))
     model = module.model

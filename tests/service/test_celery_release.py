@@ -1,12 +1,14 @@
-"""A tiny release end to end through the broker (slow: real fine-tuning on the tiny world).
+"""A tiny release end to end through the broker: real fine-tuning on real worker processes.
 
-gpu stage (`ftctl.release`) and cpu stage (`ftctl.finalize`) on real workers; then a release
-whose gpu worker is SIGKILLed in the middle of fine-tuning finishes exactly once on a new
-worker; then beat + inbox turn a dropped task into a release without manual action.
+The release's stage chain (cpu begin → gpu warm-up → cpu predict → gpu replay-train → cpu finish)
+on real gpu and cpu workers; then a release whose gpu worker is SIGKILLed in the middle of
+fine-tuning resumes from its checkpoint on a new worker and finishes exactly once; then beat +
+inbox turn a dropped task into a release without manual action.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import pytest
 
 from tests.infra.workers import Cluster, cluster, require_redis, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 BUILD = """
 import sys
@@ -57,6 +59,10 @@ def releases_of(c: Cluster, job_id: str) -> list[Any]:
     return tracker(c).find_runs({TAG + "job_id": job_id}, status=None)
 
 
+def children(c: Cluster, run_id: str) -> list[Any]:
+    return tracker(c).find_runs({"mlflow.parentRunId": run_id}, status=None)
+
+
 def versions_for(c: Cluster, task: str) -> list[Any]:
     from service.registry import Registry
 
@@ -73,29 +79,54 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         c.worker("cpu")
         jobs = c.jobs()
 
-        # 1. gpu stage + cpu stage, progress followed like `--wait`.
-        job = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="random", steps=4))
-        twice = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="random", steps=4))
+        # 0. a statistics job on the gpu queue: one known row, so additive can complete a row.
+        stats = jobs.submit_stats("translate_fra")
+        assert jobs.wait(stats["job_id"], timeout=600)["task"] == "translate_fra"
+
+        # 1. the stage chain on both queues, progress followed like `--wait`.
+        job = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="additive", steps=4))
+        twice = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="additive", steps=4))
         assert twice["job_id"] == job["job_id"] and not twice["submitted"]  # one execution
         lines: list[str] = []
         result = jobs.wait(job["job_id"], progress=lines.append, timeout=600)
         assert result["version"] == 2 and result["task"] == "bible_gospels"
-        assert any("release bible_gospels" in line for line in lines)
-        wait_for(lambda: jobs.store.get(job["job_id"]).get("summary"), 60, "the cpu finalize stage")
-        assert [r.info.status for r in releases_of(c, job["job_id"])] == ["FINISHED"]
+        assert result["method"] == "additive" and "fell back" not in (result["note"] or "")
+        assert any("fine-tuning bible_gospels" in line for line in lines), lines
+        wait_for(lambda: jobs.store.get(job["job_id"]).get("summary"), 60, "the cpu finish stage")
+        [run] = releases_of(c, job["job_id"])
+        assert run.info.status == "FINISHED"
+        stages = {r.info.run_name: r.info.status for r in children(c, run.info.run_id)}
+        assert stages == {"warm-up": "FINISHED", "predict": "FINISHED", "replay-train": "FINISHED",
+                          "measure": "FINISHED"}
+        ran = {q: re.findall(r"Task (ftctl\.release_\w+)\[.*\] succeeded", c.log(w))
+               for q, w in (("gpu", "gpu-a"), ("cpu", "cpu"))}
+        assert set(ran["gpu"]) == {"ftctl.release_warmup", "ftctl.release_train"}
+        assert set(ran["cpu"]) == {"ftctl.release_begin", "ftctl.release_predict", "ftctl.release_finish"}
 
-        # 2. SIGKILL in the middle of fine-tuning; a new worker finishes the job exactly once.
+        # 2. SIGKILL in the middle of fine-tuning; a new worker resumes it from its checkpoint
+        # and the job finishes exactly once: one release run, one version, one row.
         job = jobs.submit_release(ReleaseRequest(task="bible_history", method="random", steps=60))
         t = tracker(c)
-        wait_for(lambda: [r for r in t.find_runs({"ftctl.stage": "train"}, status="RUNNING")], 300,
-                 "fine-tuning to start", poll=0.2)
+
+        def training() -> Any:
+            runs = t.find_runs({"ftctl.stage": "replay-train"}, status="RUNNING")
+            return runs and len(t.client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 15
+
+        wait_for(training, 300, "fine-tuning to pass its first checkpoint", poll=0.2)
         c.stop(gpu, signal.SIGKILL)
         c.worker("gpu", name="gpu-b")
         result = jobs.wait(job["job_id"], timeout=900)
         assert len(versions_for(c, "bible_history")) == 1
-        runs = releases_of(c, job["job_id"])
-        assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
-        assert "worker died" in next(r for r in runs if r.info.status == "FAILED").data.tags["ftctl.failure"]
+        [run] = releases_of(c, job["job_id"])
+        assert run.info.status == "FINISHED"
+        trains = [r for r in children(c, run.info.run_id) if r.info.run_name == "replay-train"]
+        assert sorted(r.info.status for r in trains) == ["FAILED", "FINISHED"]
+        dead = next(r for r in trains if r.info.status == "FAILED")
+        assert "interrupted" in dead.data.tags["ftctl.failure"]
+        done = next(r for r in trains if r.info.status == "FINISHED")
+        first = min(m.step for m in t.client.get_metric_history(done.info.run_id, "train/loss"))
+        assert first > 1, "the new worker trained from step 0 instead of resuming the checkpoint"
+        assert len(t.load_row(run.info.run_id)) > 0
 
         # 3. beat + inbox: a dropped task becomes a release from the current @champion.
         c.start("scheduler", name="beat", ready="beat: Starting", FTCTL_SCHEDULE_INBOX="1")

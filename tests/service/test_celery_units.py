@@ -39,7 +39,11 @@ def test_reliability_settings_for_long_gpu_jobs() -> None:
 def test_routes_put_model_work_on_gpu_and_the_rest_on_cpu() -> None:
     dist = DistConfig.from_settings(settings(), env={"FTCTL_QUEUE_PREFIX": "p-"})
     conf = celery_config(settings(), dist)
-    assert conf["task_routes"]["ftctl.release"] == {"queue": "p-gpu"}
+    # A release is a chain: its fine-tunes on the gpu queue, its other stages on the cpu queue.
+    assert conf["task_routes"]["ftctl.release_warmup"] == {"queue": "p-gpu"}
+    assert conf["task_routes"]["ftctl.release_train"] == {"queue": "p-gpu"}
+    for stage in ("begin", "predict", "finish"):
+        assert conf["task_routes"][f"ftctl.release_{stage}"] == {"queue": "p-cpu"}
     assert conf["task_routes"]["ftctl.merge_shards"] == {"queue": "p-cpu"}
     # Each queue has its own exchange and key (a bare Queue(name) would route gpu jobs to cpu).
     assert {(q.name, q.exchange.name, q.routing_key) for q in conf["task_queues"]} == {
@@ -119,7 +123,9 @@ def test_shards_cover_every_column_once(n: int, count: int) -> None:
 
 
 def test_job_ids_of_task_ids() -> None:
-    assert job_of("release-abc123.2") == "release-abc123"
+    assert job_of("release-abc123.2-1f2e3d4c") == "release-abc123"
+    assert job_of("release-abc123.2-1f2e3d4c-warmup") == "release-abc123"
+    assert job_of("my.job.1-1f2e3d4c") == "my.job"
     assert job_of("diagnose-x.1") == "diagnose-x"
 
 
@@ -164,13 +170,15 @@ def test_progress_reads_stage_step_and_eta_from_pipeline_messages() -> None:
     store = JobStore.for_app(app)
     store.create("p-job", {"kind": "release", "state": "PENDING"})
     try:
-        progress = Progress(app.tasks["ftctl.release"], store, "p-job")
+        progress = Progress(app.tasks["ftctl.release_train"], store, "p-job")
         progress("release x: method mf")
-        assert progress.stage == "release"
+        assert progress.stage == "release_train"
         progress("fine-tuning x: step 10/40, loss 2.1")
         assert progress.stage == "fine-tuning x"
         record = store.get("p-job")
         assert record["state"] == "PROGRESS" and record["message"].endswith("loss 2.1")
+        # The chain is observed through its last task: progress also lives in the job record.
+        assert record["progress"]["step"] == 10 and record["progress"]["total"] == 40
         line = describe({"job_id": "p-job", "state": "PROGRESS",
                          "progress": {"message": "fine-tuning x", "step": 10, "total": 40, "eta": 3.0}})
         assert line == "p-job: PROGRESS — fine-tuning x — step 10/40 — ETA 3 s"

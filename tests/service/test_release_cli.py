@@ -113,20 +113,30 @@ def test_release_new_task_registers_and_gates(ws: Path) -> None:
     assert set(row.columns) >= {"example_id", "source", "nll_before", "nll_after", "delta", "replayed", "heldout"}
     assert row["replayed"].sum() >= 1 and not (row["replayed"] & row["heldout"]).any()
     children = t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{r['run_id']}'")
-    assert {c.info.run_name for c in children} == {"train", "predict", "measure"}
+    # Online mode: warm-up (random replay, then the probes) → predict → replay-train → measure.
+    assert {c.info.run_name for c in children} == {"warm-up", "predict", "replay-train", "measure"}
+    assert all(c.info.status == "FINISHED" and c.data.tags["ftctl.stage"] == c.info.run_name
+               for c in children)
     measure = next(c for c in children if c.info.run_name == "measure")
     names = {a.path for a in t.client.list_artifacts(measure.info.run_id, "figures")}
     assert names == {"figures/forgetting_hist.png", "figures/forgetting_by_source.png"}
     table = json.loads(Path(t.client.download_artifacts(measure.info.run_id, "forgetting/top_forgotten.json")).read_text())
     top = pd.DataFrame(table["data"], columns=table["columns"])
     assert len(top) == 50 and top["delta"].is_monotonic_decreasing and top["text"].str.len().gt(0).all()
-    train = next(c for c in children if c.info.run_name == "train")
-    assert t.client.get_metric_history(train.info.run_id, "train/loss")  # Lightning's MLFlowLogger
+    train = next(c for c in children if c.info.run_name == "replay-train")
+    warm = next(c for c in children if c.info.run_name == "warm-up")
+    steps = [m.step for m in t.client.get_metric_history(train.info.run_id, "train/loss")]
+    warm_steps = [m.step for m in t.client.get_metric_history(warm.info.run_id, "train/loss")]
+    assert steps and warm_steps and max(warm_steps) < max(steps)  # Lightning's MLFlowLogger
+    probes = json.loads(Path(t.client.download_artifacts(warm.info.run_id, "replay/probes.json")).read_text())
+    assert len(probes["probe_ids"]) == 20 and 1 <= probes["at_step"] < max(steps)
     predict = next(c for c in children if c.info.run_name == "predict")
     plan = json.loads(Path(t.client.download_artifacts(predict.info.run_id, "replay/plan.json")).read_text())
     if r["method"] != "random":  # online: random replay in the warm-up, then the predicted plan
         assert plan["warmup_replay_ids"] and len(plan["replay_ids"]) == r["budget"]
-        assert set(plan["replayed_ids"]) <= set(plan["replay_ids"]) | set(plan["warmup_replay_ids"])
+        replayed = set(row.loc[row["replayed"], "example_id"])
+        assert replayed <= set(plan["replay_ids"]) | set(plan["warmup_replay_ids"])
+        assert replayed & set(plan["replay_ids"])  # the predicted plan was trained on
     tags = run.data.tags
     assert tags["ftctl.task"] == NEW_TASK and tags["ftctl.base_version"] == "1"
     assert tags["ftctl.job_id"] == "rel-deu-1" and tags["ftctl.row"] == "full"  # --measure-all

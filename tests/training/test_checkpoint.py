@@ -38,6 +38,9 @@ def test_stop_and_resume_equals_one_uninterrupted_run(tok, tmp_path: Path) -> No
     first = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(), checkpoint=ck)
     assert first.steps == 5 and len(first.history) == 5 and os.path.isfile(ck.path)
     # A fresh process would rebuild the model from its config: the checkpoint carries the weights.
+    # The warm-up delivered twice (its worker died after the checkpoint): no step is trained twice.
+    twice = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(), checkpoint=ck)
+    assert twice.steps == 5 and len(twice.history) == 5 and same_weights(twice.model, first.model)
     rest = finetune(tiny_model(tok, seed=9), tok, TASK, CFG, replay=replay(),
                     checkpoint=CheckpointSpec(ck.dir))
     assert rest.steps == 12 and [h["step"] for h in rest.history] == list(range(1, 13))

@@ -1,0 +1,369 @@
+"""The release loop as stages: what runs where, and the JSON state handed from one to the next.
+
+    begin     cpu  job id, parent run, completion method (or its fallback), probes, warm-up replay
+    warmup    gpu  online: train the first warmup_fraction of the steps with random replay, stop
+                   with a checkpoint, measure the probes; offline/oracle: a plain fine-tune (unless
+                   one with the same recipe and seed already ran: it is reused)
+    predict   cpu  fold the probes into the completion model, sample the replay plan
+    train     gpu  online: resume the checkpoint with the planned replay; else train from the
+                   parent; measure held-out + probes, log the row, keep the model
+    finish    cpu  gate, register @candidate, promote to @champion, record the result
+
+`service.release.release_new_task` runs them in order in one process; the Celery tasks run each on
+its queue (service/tasks.py) with the state as their argument. The state holds ids, indices and
+paths only — never a tensor or a row: rows and models travel through the tracking store and the
+workspace. Every stage can be rerun from its input state (a redelivered task): the fine-tunes
+resume from their last checkpoint, the registration reuses a version this job already made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.compute import TrainSpec, replay_steps, step_messages, train_and_measure
+from service.context import Upstream, load_or_measure_nll, load_upstream, resolve_task
+from service.jobs import end_job
+from service.matrixstore import assemble
+from service.registry import CHAMPION, Registry
+from service.rows import log_row, make_row
+from service.settings import Settings
+from service.stats import log_training, plain_row
+from service.tracking import TAG, RunHandle, Tracker
+
+COMPLETION_METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic")
+Say = Callable[[str], None]
+State = dict[str, Any]
+
+
+def _quiet(_m: str) -> None:
+    pass
+
+
+def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settings,
+           strategy: str, seed: int) -> tuple[list[str], list[float]]:
+    from forgetting.replay import sample_replay
+
+    plan = sample_replay(scores, budget, temperature=settings.temperature, strategy=strategy,
+                         exclude=upstream.heldout, seed=seed)
+    return [upstream.ids[i] for i in plan.indices], [float(w) for w in plan.weights]
+
+
+def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
+              parent_version: int, task_name: str) -> tuple[Any, str, str]:
+    """(fitted completer or None, the method used, a note): the requested method on the rows of
+    the matrix besides this task, or an explained fallback when it has too few rows."""
+    from forgetting.completion import make_completer
+    from service.predict import make_method
+
+    comp = make_method(settings, method, upstream)
+    got = assemble(tracker, upstream, base_version=parent_version, min_rows=comp.min_rows,
+                   exclude_tasks=frozenset({task_name}))
+    rows, note = got.matrix.values.shape[0], got.note
+    if rows < comp.min_rows:
+        fallback = "additive" if rows >= make_completer("additive").min_rows else "random"
+        note = (f"{method} needs {comp.min_rows} known rows, the matrix has {rows} ({got.note}); "
+                f"fell back to {fallback}. Collect more with `ftctl stats collect`")
+        method = fallback
+        comp = make_completer(fallback) if fallback != "random" else None
+    if comp is not None:
+        comp.fit(got.matrix.values)
+    return comp, method, note
+
+
+def _spec(settings: Settings, state: State, measure: np.ndarray, replay_ids: list[str],
+          **kw: Any) -> TrainSpec:
+    ratio = state["ratio"] if replay_ids else 0.0
+    return TrainSpec(settings=settings, task_ref=state["task_ref"], model_dir=state["model_dir"],
+                     steps=state["total_steps"] if replay_ids else state["steps"], measure=measure,
+                     replay_ids=replay_ids, replay_ratio=ratio, seed=state["seed"], **kw)
+
+
+def _child(tracker: Tracker, state: State, stage: str) -> RunHandle:
+    """A stage's child run; one left RUNNING by a dead delivery of this stage ends FAILED first."""
+    tracker.fail_stale({"mlflow.parentRunId": state["run_id"], TAG + "stage": stage},
+                       f"interrupted: the worker running stage {stage} died; the stage ran again")
+    return tracker.start(stage, parent_id=state["run_id"], tags={TAG + "stage": stage})
+
+
+def _logger(tracker: Tracker, run_id: str) -> Any:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(tracking_uri=tracker.uri, run_id=run_id, log_model=False)
+
+
+def _every(steps: int) -> int:
+    return max(1, steps // 10)  # a dead worker loses at most a tenth of a fine-tune
+
+
+def begin(settings: Settings, state: State, say: Say = _quiet) -> State:
+    """cpu: choose the method (or its fallback), the probes and the warm-up replay."""
+    from forgetting.probes import choose_probes
+    from forgetting.replay import replay_budget
+
+    tracker = Tracker(settings)
+    upstream = load_upstream(settings)
+    task = resolve_task(settings, state["task_ref"])
+    run = tracker.attach(state["run_id"])
+    method = state["method"]
+    state["budget"] = replay_budget(len(task.train), settings.replay_ratio)
+    state["ratio"] = 0.0 if method == "none" else settings.replay_ratio
+    state["total_steps"] = replay_steps(state["steps"], state["ratio"])
+    state["effective"], state["note"] = method, ""
+    if method in COMPLETION_METHODS:
+        _, state["effective"], state["note"] = completer(settings, tracker, upstream, method,
+                                                         state["parent_version"], task.name)
+        if "fell back" in state["note"]:
+            run.set_tags({TAG + "fallback": state["note"]})
+            say(f"note: {state['note']}")
+        k = min(settings.k, int((~upstream.heldout).sum()))
+        state["probes"] = choose_probes(upstream.n, k, seed=state["seed"],
+                                        exclude=upstream.heldout).tolist()
+    if state["effective"] == "random" or (method in COMPLETION_METHODS and state["mode"] == "online"):
+        state["warmup_ids"], state["warmup_weights"] = sample(
+            np.zeros(upstream.n), state["budget"], upstream, settings, "uniform", state["seed"])
+    if method == "oracle" or (state["effective"] in COMPLETION_METHODS and state["mode"] == "offline"):
+        found = plain_row(tracker, state["train_key"], upstream)
+        if found is not None:
+            state["plain_run"] = found[1]
+            state["note"] = "; ".join(x for x in (state["note"],
+                                                  f"plain fine-tune reused from run {found[1]}") if x)
+            run.set_tags({TAG + "plain_run": found[1]})
+            say(f"reusing the plain fine-tune of run {found[1][:8]} (same recipe and seed)")
+    return state
+
+
+def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
+    """gpu: the probes' forgetting after the warm-up (online) or after a plain fine-tune."""
+    online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
+    plain = state["method"] == "oracle" or (state["effective"] in COMPLETION_METHODS
+                                            and state["mode"] == "offline")
+    if not (online or (plain and not state.get("plain_run"))):
+        return state
+    from training.finetune import ProbeSpec
+
+    tracker = Tracker(settings)
+    upstream = load_upstream(settings)
+    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]))
+    task_name = state["task_name"]
+    if online:
+        probes = np.asarray(state["probes"])
+        at = ProbeSpec(examples=[upstream.examples[i] for i in probes], nll_before=before[probes],
+                       at_fraction=settings.warmup_fraction,
+                       on_probe=lambda *_: []).switch_step(state["total_steps"])
+        child = _child(tracker, state, "warm-up")
+        try:
+            out = train_and_measure(
+                _spec(settings, state, probes, state["warmup_ids"], checkpoint_dir=state["ckpt_dir"],
+                      stop_at=at, checkpoint_every=_every(at)),
+                logger=_logger(tracker, child.run_id),
+                progress=step_messages(say, f"warm-up {task_name}", parts=2))
+            log_training(child, out)
+            state["probe_delta"] = (out.nll_after - before[probes]).tolist()
+            state["switch_step"] = at
+            child.log_dict({"probe_ids": [upstream.ids[i] for i in probes],
+                            "probe_delta": state["probe_delta"], "at_step": at}, "replay/probes.json")
+            child.log_metrics({"probe_mean_delta": float(np.mean(state["probe_delta"]))})
+            tracker.finish(child.run_id)
+        except BaseException as e:
+            tracker.fail(child.run_id, e)
+            raise
+        say(f"probes measured after the warm-up ({at} steps): mean ΔNLL "
+            f"{np.mean(state['probe_delta']):+.4f}")
+        return state
+    measure = np.arange(upstream.n) if state["method"] == "oracle" else np.asarray(state["probes"])
+    child = _child(tracker, state, "plain-finetune")
+    try:
+        out = train_and_measure(
+            _spec(settings, state, measure, [], checkpoint_dir=state["ckpt_dir"] + "-plain",
+                  checkpoint_every=_every(state["steps"])),
+            logger=_logger(tracker, child.run_id),
+            progress=step_messages(say, f"plain fine-tune {task_name}"))
+        log_training(child, out)
+        row = make_row([upstream.ids[i] for i in measure], [upstream.sources[i] for i in measure],
+                       before[measure], out.nll_after, heldout=upstream.heldout[measure])
+        child.log_dataframe(row, "forgetting/row.parquet")
+        tracker.finish(child.run_id)
+    except BaseException as e:
+        tracker.fail(child.run_id, e)
+        raise
+    state["plain_child"] = child.run_id
+    return state
+
+
+def _plain_delta(tracker: Tracker, state: State, upstream: Upstream) -> np.ndarray:
+    """ΔNLL of every upstream example after the plain fine-tune (NaN where not measured)."""
+    if state.get("plain_run"):
+        found = plain_row(tracker, state["train_key"], upstream)
+        if found is not None and found[1] == state["plain_run"]:
+            return found[0]
+    df = tracker.load_row(state["plain_child"]).set_index("example_id")
+    return df["delta"].reindex(upstream.ids).to_numpy(np.float64)
+
+
+def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
+    """cpu: complete the row from the probes and sample the replay plan, p ∝ softmax(pred / T)."""
+    import pandas as pd
+
+    if state["method"] == "none":
+        state["plan_ids"], state["plan_weights"] = [], []
+        return state
+    tracker = Tracker(settings)
+    upstream = load_upstream(settings)
+    predicted = None
+    online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
+    if state["effective"] == "random":
+        ids, weights = state["warmup_ids"], state["warmup_weights"]
+    else:
+        if state["method"] == "oracle":
+            predicted = _plain_delta(tracker, state, upstream)
+        else:
+            probes = np.asarray(state["probes"])
+            if not online:
+                state["probe_delta"] = _plain_delta(tracker, state, upstream)[probes].tolist()
+            comp, _, _ = completer(settings, tracker, upstream, state["method"],
+                                   state["parent_version"], state["task_name"])
+            emb = None
+            if state["effective"] == "semantic":
+                from training.world.embeddings import task_embedding
+
+                task = resolve_task(settings, state["task_ref"])
+                emb = task_embedding(task.train, settings.cache_dir / "embeddings")
+            predicted = np.asarray(comp.fold_in(probes, np.asarray(state["probe_delta"]),
+                                                task_embedding=emb), dtype=np.float64)
+        # Online draws with seed + 1: the warm-up's uniform draw used the seed itself.
+        ids, weights = sample(predicted, state["budget"], upstream, settings, "softmax",
+                              state["seed"] + (1 if online else 0))
+        if online:
+            say(f"replaying {len(ids)} predicted examples for the remaining steps")
+    state["plan_ids"], state["plan_weights"] = ids, weights
+    child = _child(tracker, state, "predict")
+    child.set_tags({TAG + "method": state["effective"], TAG + "note": state["note"] or "-"})
+    child.log_dict({"method": state["effective"], "note": state["note"], "replay_ids": ids,
+                    "weights": weights, "warmup_replay_ids": state.get("warmup_ids") if online else None},
+                   "replay/plan.json")
+    if predicted is not None:
+        child.log_dataframe(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
+                                          "predicted": predicted, "heldout": upstream.heldout}),
+                            "replay/predicted_row.parquet")
+    if state.get("probes") and state.get("probe_delta") is not None:
+        child.log_dict({"probe_ids": [upstream.ids[i] for i in state["probes"]],
+                        "probe_delta": state["probe_delta"]}, "replay/probes.json")
+    tracker.finish(child.run_id)
+    return state
+
+
+def train(settings: Settings, state: State, say: Say = _quiet) -> State:
+    """gpu: the release's fine-tune with its replay; measure and log its forgetting row."""
+    tracker = Tracker(settings)
+    upstream = load_upstream(settings)
+    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]))
+    online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
+    measure = np.flatnonzero(upstream.heldout)
+    if state.get("probes"):
+        measure = np.union1d(measure, np.asarray(state["probes"]))
+    if state["measure_all"]:
+        measure = np.arange(upstream.n)
+    if online:  # resume the warm-up's checkpoint; the plan serves replay from the switch on
+        per_step = _examples_per_step(settings, state)
+        replay = state["warmup_ids"]
+        extra: dict[str, Any] = {"switches": [(state["switch_step"] * per_step,
+                                               list(zip(state["plan_ids"], state["plan_weights"], strict=True)))],
+                                 "checkpoint_dir": state["ckpt_dir"]}
+    else:
+        replay, extra = state["plan_ids"], {"checkpoint_dir": state["ckpt_dir"] + "-train"}
+    stage = "train" if state["method"] == "none" else "replay-train"
+    child = _child(tracker, state, stage)
+    try:
+        out = train_and_measure(
+            _spec(settings, state, measure, replay, save_dir=state["save_dir"],
+                  checkpoint_every=_every(state["total_steps"]), **extra),
+            logger=_logger(tracker, child.run_id),
+            progress=step_messages(say, f"fine-tuning {state['task_name']}"))
+        log_training(child, out)
+        tracker.finish(child.run_id)
+    except BaseException as e:
+        tracker.fail(child.run_id, e)
+        raise
+    child = _child(tracker, state, "measure")
+    try:
+        row = make_row([upstream.ids[i] for i in measure], [upstream.sources[i] for i in measure],
+                       before[measure], out.nll_after, replayed=set(out.replayed_ids),
+                       heldout=upstream.heldout[measure])
+        metrics = log_row(child, row, upstream.texts,
+                          title=f"release: {state['task_name']} ({state['effective']})")
+        tracker.finish(child.run_id)
+    except BaseException as e:
+        tracker.fail(child.run_id, e)
+        raise
+    run = tracker.attach(state["run_id"])
+    run.log_dataframe(row, "forgetting/row.parquet")
+    run.log_metrics({**metrics, "task_loss_before": out.test_before, "task_loss_after": out.test_after,
+                     "replay_budget": float(len(state["plan_ids"]))})
+    if state["register"]:
+        run.log_artifacts(Path(state["save_dir"]), "model")
+    state["outcome"] = {
+        "metrics": metrics, "task_loss_before": out.test_before, "task_loss_after": out.test_after,
+        "replayed": len(set(out.replayed_ids)),
+        "heldout_per_source": row[row["heldout"]].groupby("source")["delta"].mean().to_dict()}
+    for d in (state["ckpt_dir"], state["ckpt_dir"] + "-plain", state["ckpt_dir"] + "-train"):
+        shutil.rmtree(d, ignore_errors=True)  # the job is measured: its checkpoints are spent
+    return state
+
+
+def _examples_per_step(settings: Settings, state: State) -> int:
+    from service.compute import finetune_config
+
+    cfg = finetune_config(settings, state["total_steps"], state["seed"])
+    return cfg.examples_per_step * cfg.devices
+
+
+def finish(settings: Settings, state: State, say: Say = _quiet) -> dict[str, Any]:
+    """cpu: the gate, the registry, the recorded result; ends the release run FINISHED."""
+    from service.release import evaluate_gate
+
+    tracker = Tracker(settings)
+    registry = Registry(tracker)
+    run = tracker.attach(state["run_id"])
+    o = state["outcome"]
+    metrics = o["metrics"]
+    gate = evaluate_gate(settings, metrics, o["task_loss_before"], o["task_loss_after"])
+    run.set_tags({TAG + "gate": "passed" if gate["passed"] else "failed",
+                  TAG + "gate_reasons": "; ".join(gate["reasons"]) or "ok"})
+    result: dict[str, Any] = {
+        "task": state["task_name"], "method": state["effective"], "requested_method": state["method"],
+        "mode": state["mode"], "parent_version": state["parent_version"],
+        "heldout_forgetting": metrics.get("heldout_forgetting_mean"),
+        "task_loss_before": o["task_loss_before"], "task_loss_after": o["task_loss_after"],
+        "replayed": o["replayed"], "budget": len(state["plan_ids"]), "gate": gate,
+        "note": state["note"], "per_source": {k.split(".", 1)[1]: v for k, v in metrics.items()
+                                              if k.startswith("forgetting_source.")},
+        "heldout_per_source": o["heldout_per_source"], "version": None, "champion": False,
+        "seconds": time.time() - state["started"]}
+    if state["register"]:  # last: nothing after it can fail and leave a version behind a FAILED run
+        # An earlier delivery of this job that died after registering left its version: reuse it.
+        version = next((v for v in registry.versions()
+                        if v.tags.get(TAG + "job_id") == state["job_id"]), None)
+        if version is None:
+            version = registry.register(state["run_id"], "model", {
+                TAG + "parent_version": state["parent_version"], TAG + "task": state["task_name"],
+                TAG + "method": state["effective"], TAG + "gate": "passed" if gate["passed"] else "failed",
+                TAG + "digest": state["digest"], TAG + "job_id": state["job_id"]})
+        result["version"] = version.version
+        if gate["passed"] and state["promote"]:
+            registry.set_alias(CHAMPION, version.version)
+            result["champion"] = True
+        say(f"registered version {version.version} @candidate"
+            + (", promoted to @champion" if result["champion"] else
+               f", not promoted ({'; '.join(gate['reasons']) or 'promotion not requested'})"))
+    shutil.rmtree(state["save_dir"], ignore_errors=True)
+    return end_job(run, kind="release", job_id=state["job_id"], result=result)
+
+
+STAGES: tuple[tuple[str, Callable[..., Any]], ...] = (
+    ("begin", begin), ("warmup", warmup), ("predict", predict), ("train", train), ("finish", finish))
