@@ -15,6 +15,11 @@ mean ± std over seeds. Splits:
 - "family": leave one family out (`families[i]` labels row i) — the out-of-distribution test;
 - "loo": leave one task out (M fits per method; the prototype's protocol for small M).
 Within a seed, test tasks with fully measured rows get the same probes (as in the reference).
+Probes are drawn once per (fold, seed, test task) and shared by every method, so methods are
+compared on identical measurements; "leverage" scores are computed once per fold (one SVD of the
+known rows, seeded with the first seed) instead of once per seed x task x method. The report
+records every probe set (`EvalReport.probe_sets`, indexed by `probes[seed][task]`), so a caller
+can check that none lies in `exclude`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from forgetting.completion import make_completer
 from forgetting.completion.base import as_matrix
 from forgetting.errors import ForgettingError
 from forgetting.metrics import classification, precision_at, rmse_x100, spearman_rows
-from forgetting.probes import choose_probes
+from forgetting.probes import choose_probes, leverage_scores
 
 
 @dataclass
@@ -62,6 +67,14 @@ class EvalReport:
     n_columns: int
     folds: list[list[int]]  # test rows of each fold
     results: dict[str, MethodResult]
+    # Probe columns of every (seed, test task), deduplicated: probes[seed][task] indexes
+    # probe_sets. Fully measured tasks of one seed share one set, so this stays small.
+    probe_sets: list[list[int]] = field(default_factory=list)
+    probes: dict[int, dict[int, int]] = field(default_factory=dict)
+
+    def probe_columns(self, seed: int, task: int) -> list[int]:
+        """The probe columns test task `task` was given under seed `seed`."""
+        return self.probe_sets[self.probes[seed][task]]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +121,44 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _draw_probes(
+    zm: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    cfg: EvalConfig,
+    exclude: np.ndarray,
+) -> list[dict[int, dict[int, np.ndarray]]]:
+    """Probe columns per fold, seed and test task (shared by every method)."""
+    n = zm.shape[1]
+    out: list[dict[int, dict[int, np.ndarray]]] = []
+    for known, test in folds:
+        lev = None
+        if cfg.probe_strategy == "leverage":  # one SVD per fold: it depends on the known rows only
+            lev = leverage_scores(zm[known], seed=cfg.seeds[0] if cfg.seeds else 0)
+        per_seed: dict[int, dict[int, np.ndarray]] = {}
+        for seed in cfg.seeds:
+            shared: np.ndarray | None = None
+            per_seed[seed] = {}
+            for i in test:
+                row = zm[i]
+                full = bool(np.isfinite(row).all())
+                if full and shared is not None:
+                    cols = shared
+                else:
+                    cols = choose_probes(
+                        n,
+                        cfg.k,
+                        seed=seed,
+                        exclude=exclude | ~np.isfinite(row),
+                        strategy=cfg.probe_strategy,
+                        leverage=lev,
+                    )
+                    if full:
+                        shared = cols
+                per_seed[seed][int(i)] = cols
+        out.append(per_seed)
+    return out
+
+
 def evaluate(
     z: Any,
     config: EvalConfig | None = None,
@@ -125,6 +176,9 @@ def evaluate(
         raise ForgettingError(f"k must be >= 1 probe, got {cfg.k}.")
     folds = make_folds(m, cfg, families)
     ex = np.zeros(n, bool) if exclude is None else np.asarray(exclude, dtype=bool)
+    if ex.shape != (n,):
+        raise ForgettingError(f"exclude mask has shape {ex.shape}, expected ({n},).")
+    drawn = _draw_probes(zm, folds, cfg, ex)
     results: dict[str, MethodResult] = {}
     for name in cfg.methods:
         kwargs = dict(cfg.method_kwargs.get(name, {}))
@@ -132,28 +186,14 @@ def evaluate(
             kwargs.setdefault("example_embeddings", example_embeddings)
         per_seed: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {s: [] for s in cfg.seeds}
         fit_s, fold_s, n_fold = 0.0, 0.0, 0
-        for known, test in folds:
+        for (known, test), fold_probes in zip(folds, drawn, strict=True):
             t0 = time.perf_counter()
             comp = make_completer(name, **kwargs).fit(zm[known])
             fit_s += time.perf_counter() - t0
-            shared: dict[int, np.ndarray] = {}
             for seed in cfg.seeds:
                 for i in test:
                     row = zm[i]
-                    full = bool(np.isfinite(row).all())
-                    if full and seed in shared:
-                        cols = shared[seed]
-                    else:
-                        cols = choose_probes(
-                            n,
-                            cfg.k,
-                            seed=seed,
-                            exclude=ex | ~np.isfinite(row),
-                            strategy=cfg.probe_strategy,
-                            known=zm[known],
-                        )
-                        if full:
-                            shared[seed] = cols
+                    cols = fold_probes[seed][int(i)]
                     emb = None if task_embeddings is None else task_embeddings[i]
                     t0 = time.perf_counter()
                     pred = comp.fold_in(cols, row[cols], task_embedding=emb)
@@ -183,10 +223,18 @@ def evaluate(
             fit_seconds=fit_s,
             fold_in_ms=1000.0 * fold_s / max(n_fold, 1),
         )
+    sets: dict[tuple[int, ...], int] = {}
+    index: dict[int, dict[int, int]] = {int(s): {} for s in cfg.seeds}
+    for fold_probes in drawn:
+        for seed, tasks in fold_probes.items():
+            for i, cols in tasks.items():
+                index[int(seed)][i] = sets.setdefault(tuple(int(c) for c in cols), len(sets))
     return EvalReport(
         config=asdict(cfg),
         n_rows=m,
         n_columns=n,
         folds=[[int(i) for i in test] for _, test in folds],
         results=results,
+        probe_sets=[list(c) for c in sets],
+        probes=index,
     )

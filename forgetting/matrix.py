@@ -14,7 +14,8 @@ the same upstream set, identified by its `digest`; mixing digests is refused, be
 with the same position would then mean different examples.
 
 File format: one uncompressed `.npz` holding `values` (float32), `example_ids` (unicode) and
-`meta` (a JSON string with the row metadata, digest and format version), loaded without pickle.
+`meta` (a JSON string with the row metadata, digest and format version; also the ids themselves
+when one ends in NUL, which numpy's fixed-width strings would drop), loaded without pickle.
 It is written to a temporary file in the same directory and moved into place with `os.replace`,
 so a crash leaves either the old file or the new one, never half a file.
 """
@@ -152,7 +153,9 @@ class ForgettingMatrix:
         columns = cls(np.zeros((0, len(example_ids)), np.float32), list(example_ids), [], digest)
         block = np.full((len(rows), len(example_ids)), np.nan, dtype=np.float32)
         for i, (meta, ids, vals) in enumerate(rows):  # one vectorised scatter per row
-            block[i, columns._row_columns(ids, meta.key)] = _as_row(vals, len(ids), f"row {meta.key!r}")
+            block[i, columns._row_columns(ids, meta.key)] = _as_row(
+                vals, len(ids), f"row {meta.key!r}"
+            )
         return cls(block, columns.example_ids, [meta for meta, _, _ in rows], digest)
 
     def column_index(self, ids: Sequence[str]) -> np.ndarray:
@@ -268,6 +271,9 @@ class ForgettingMatrix:
             "digest": self.digest,
             "rows": [asdict(r) for r in self.rows],
         }
+        if any(i.endswith("\x00") for i in self.example_ids):
+            # numpy's fixed-width unicode drops trailing NULs: keep such ids losslessly in JSON
+            meta["example_ids"] = self.example_ids
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -300,8 +306,8 @@ class ForgettingMatrix:
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = _mmap_member(path, "values.npy") if mmap else data["values"]
-                ids = data["example_ids"].tolist()
                 meta = json.loads(str(data["meta"]))
+                ids = meta.get("example_ids") or data["example_ids"].tolist()
         except (OSError, KeyError, ValueError) as exc:
             raise ForgettingError(
                 f"{path} is not a forgetting matrix file ({exc}); rebuild it with ForgettingMatrix.save."

@@ -33,6 +33,8 @@ def _check(true: np.ndarray, pred: np.ndarray, score: np.ndarray) -> tuple[np.nd
     s = np.atleast_2d(np.asarray(score, dtype=bool))
     if not t.shape == p.shape == s.shape:
         raise ForgettingError(f"shape mismatch: true {t.shape}, pred {p.shape}, mask {s.shape}.")
+    if np.isinf(t).any():  # NaN = unmeasured is legitimate; inf is a broken measurement
+        raise ForgettingError("true values contain inf; use NaN for unmeasured entries.")
     s = s & np.isfinite(t)
     if not np.isfinite(p[s]).all():
         raise ForgettingError("predictions contain NaN or inf on scored entries; check the method.")

@@ -4,6 +4,8 @@ Usage::
 
     cols = choose_probes(N, 30, seed=0, exclude=heldout)                       # random
     cols = choose_probes(N, 30, seed=0, exclude=heldout, strategy="leverage", known=Z_known)
+    lev = leverage_scores(Z_known, rank=5, seed=0)             # once per known set, then reuse:
+    cols = choose_probes(N, 30, seed=s, exclude=heldout, strategy="leverage", leverage=lev)
 
 - "random": k distinct columns, uniformly, with `numpy.random.default_rng(seed)` (the reference
   code drew *with* replacement, so a task could waste probes on duplicates — not copied).
@@ -12,6 +14,9 @@ Usage::
   column-centred known matrix, NaN filled with the column mean), mixed 1:1 with uniform so that
   no column has zero chance. Columns that drive the known tasks' differences are the ones whose
   measurement pins down a new task's factors (the idea behind CUR column sampling).
+  The scores depend only on the known rows, so callers that draw many probe sets against the
+  same known rows (the evaluation harness: seeds x test tasks) compute `leverage_scores` once
+  and pass `leverage=`; an SVD per draw costs more than everything else in the draw.
 
 Excluded columns (the held-out evaluation set) are never probed. Returns sorted int64 indices.
 """
@@ -60,8 +65,14 @@ def choose_probes(
     strategy: str = "random",
     known: np.ndarray | None = None,
     rank: int = 5,
+    leverage: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Pick k distinct probe columns out of n, never from `exclude` (see module docstring)."""
+    """Pick k distinct probe columns out of n, never from `exclude` (see module docstring).
+
+    `leverage` (strategy "leverage"): precomputed `leverage_scores(known, rank, seed)` of shape
+    (n,); when given, `known` is not read. Passing the scores `known` would produce gives the
+    same probes as passing `known`.
+    """
     if strategy not in STRATEGIES:
         raise ForgettingError(f"unknown probe strategy {strategy!r}; use one of {STRATEGIES}.")
     if k < 0 or n < 0:
@@ -81,12 +92,23 @@ def choose_probes(
     rng = np.random.default_rng(seed)
     if strategy == "random":
         return np.sort(rng.choice(cand, size=k, replace=False)).astype(np.int64)
-    if known is None:
-        raise ForgettingError("strategy 'leverage' needs known=Z_known (the fitted rows).")
-    known = np.asarray(known)
-    if known.ndim != 2 or known.shape[1] != n:
-        raise ForgettingError(f"known must be (M, {n}), got {known.shape}.")
-    lev = leverage_scores(known, rank=rank, seed=seed)[cand]
+    if leverage is not None:
+        scores = np.asarray(leverage, dtype=np.float64).reshape(-1)
+        if scores.shape != (n,) or not np.isfinite(scores).all() or (scores < 0).any():
+            raise ForgettingError(
+                f"leverage must be {n} finite scores >= 0 (leverage_scores(known)), got "
+                f"shape {scores.shape}."
+            )
+    elif known is None:
+        raise ForgettingError(
+            "strategy 'leverage' needs known=Z_known (the fitted rows) or leverage=scores."
+        )
+    else:
+        known = np.asarray(known)
+        if known.ndim != 2 or known.shape[1] != n:
+            raise ForgettingError(f"known must be (M, {n}), got {known.shape}.")
+        scores = leverage_scores(known, rank=rank, seed=seed)
+    lev = scores[cand]
     total = lev.sum()
     p = 0.5 * lev / total + 0.5 / cand.size if total > 0 else np.full(cand.size, 1.0 / cand.size)
     with np.errstate(divide="ignore"):

@@ -18,6 +18,12 @@ Afterwards the basis is rotated to the SVD of P Qᵀ and scaled so that each exa
 has mean square 1 (Q = V·√N): the fold-in ridge `fold_lambda` then means the same thing for
 every N, and the prototype's λ = 1 carries over.
 
+One known row (M = 1): the example biases, unpenalised, absorb that row entirely (each column
+has one entry and one free bias), so no factor is identifiable; the fit then keeps rank 0 and the
+fold-in is the known row shifted to the probes' level (`rank_` says which rank was used). That
+is what the factor fit converges to anyway, minus a meaningless direction the ridge would
+otherwise fit noise into.
+
 Fold-in (not a refit): w = argmin ||[1, Q_probes] w - (z_probes - μ - c_probes)||² + λ||w[1:]||²,
 with the task bias w₀ unpenalised; ẑ = μ + c + w₀ + Q w[1:]. It touches only c (N,), Q (N, r)
 and the k probe values, never the known matrix.
@@ -56,7 +62,7 @@ def rotate_to_svd(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 class MFCompleter(Completer):
     name = "mf"
-    min_rows = 2
+    min_rows = 1
 
     def __init__(self, config: MFConfig | None = None) -> None:
         super().__init__()
@@ -67,9 +73,12 @@ class MFCompleter(Completer):
     def _fit(self, z: np.ndarray, **kwargs: Any) -> None:
         cfg = self.config
         m, n = z.shape
-        r = min(cfg.rank, m, n)
+        r = min(cfg.rank, m, n) if m > 1 else 0  # M = 1: see the module docstring
         self.rank_ = r
         bias = BiasModel.fit(z, cfg.reg_item, 0.0)
+        if r == 0:
+            self._fit_biases_only(z, bias)
+            return
         obs = ~np.isnan(z)
         mask = None if obs.all() else obs
         resid = np.where(obs, z - bias.baseline(), np.float32(0.0))
@@ -94,6 +103,24 @@ class MFCompleter(Completer):
         self.task_bias = bt
         self.item_bias = bi
         self.task_factors, self.item_factors, self.singular_values = rotate_to_svd(p, q)
+
+    def _fit_biases_only(self, z: np.ndarray, bias: BiasModel) -> None:
+        """Rank 0 (M = 1): μ, b_task and unpenalised example biases — the row itself."""
+        m, n = z.shape
+        mu = np.float32(bias.mu)
+        bt = bias.task_bias.astype(np.float32)
+        obs = ~np.isnan(z)
+        # One row: b_j = z_j - μ - b_task (0 where unobserved); the tiny ALS bias penalty of the
+        # factor fit (1e-6) would give the same numbers to float precision.
+        bi = np.where(obs, z - mu - bt[:, None], np.float32(0.0)).sum(axis=0) / np.maximum(
+            obs.sum(axis=0), 1
+        )
+        self.mu = float(mu)
+        self.task_bias = bt
+        self.item_bias = bi.astype(np.float32)
+        self.task_factors = np.zeros((m, 0), np.float32)
+        self.item_factors = np.zeros((n, 0), np.float32)
+        self.singular_values = np.zeros(0)
 
     def _fold_in(
         self, cols: np.ndarray, values: np.ndarray, task_embedding: np.ndarray | None

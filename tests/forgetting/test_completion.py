@@ -9,7 +9,7 @@ import pytest
 
 from forgetting.completion import METHODS, Completer, make_completer
 from forgetting.errors import ForgettingError
-from forgetting.synthetic import Planted
+from forgetting.synthetic import Planted, planted_matrix
 
 N_EMB = 8
 
@@ -18,11 +18,35 @@ def _embeddings(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, N_EMB)).astype(np.float32)
 
 
+def _offsets(c: Completer) -> np.ndarray:
+    """μ + b_example of a fitted method (the prediction for a task nothing is known about)."""
+    if hasattr(c, "bias"):
+        return c.bias.mu + c.bias.item_bias
+    return c.mu + c.item_bias  # MF keeps its own (ALS-refined) biases
+
+
 class CompleterContract:
-    """Shared checks (implicit's test-mixin style); subclasses set `method` and `kwargs`."""
+    """Shared checks (implicit's test-mixin style); subclasses set `method` and `kwargs`.
+
+    The flags say which exact property a method promises: `level_preserving` — an unpenalised
+    task level, so the prediction's mean over the probes equals the probes' mean;
+    `constant_on_unseen` — never-measured, unprobed examples all get one value;
+    `offset_on_no_probes` — with no probe the prediction is μ + b_example;
+    `exact_at_single_probe` — one probe is reproduced exactly; `uses_other_tasks` — with one
+    known row it beats the additive baseline on a shifted copy of that row.
+    """
 
     method: ClassVar[str]
     kwargs: ClassVar[dict[str, Any]] = {}
+    level_preserving: ClassVar[bool] = True
+    constant_on_unseen: ClassVar[bool] = True
+    offset_on_no_probes: ClassVar[bool] = True
+    exact_at_single_probe: ClassVar[bool] = True
+    uses_other_tasks: ClassVar[bool] = True
+
+    @staticmethod
+    def task_emb() -> np.ndarray:
+        return _embeddings(1, seed=5)[0]
 
     def make(self, n: int) -> Completer:
         kw = dict(self.kwargs)
@@ -31,7 +55,7 @@ class CompleterContract:
         return make_completer(self.method, **kw)
 
     def fold(self, c: Completer, cols: Any, vals: Any) -> np.ndarray:
-        emb = _embeddings(1, seed=5)[0] if self.method == "semantic" else None
+        emb = self.task_emb() if self.method == "semantic" else None
         return c.fold_in(cols, vals, task_embedding=emb)
 
     def test_fit_and_fold_in_shape(self, small_z: np.ndarray) -> None:
@@ -55,6 +79,21 @@ class CompleterContract:
         cols = np.arange(0, 300, 9)  # some probes fall in never-measured columns
         pred = self.fold(c, cols, small_z[-1, cols])
         assert np.isfinite(pred).all()
+        unseen = np.setdiff1d(np.arange(20), cols)  # never measured, not probed either
+        if self.constant_on_unseen:  # nothing tells these examples apart: one shared value
+            assert np.ptp(pred[unseen]) < 1e-6, pred[unseen]
+            assert np.ptp(pred[20:]) > 1e-3  # ...while measured examples are told apart
+        if (
+            self.method == "additive"
+        ):  # exactly μ + b_task: the example bias of nobody's column is 0
+            b = c.bias
+            level = b.mu + np.mean(small_z[-1, cols] - b.mu - b.item_bias[cols])
+            np.testing.assert_allclose(pred[unseen], level, rtol=1e-5)
+            np.testing.assert_array_equal(b.item_bias[:20], 0.0)
+        if self.method == "semantic":  # no example bias there: exactly a + s·cos(t, e_j)
+            cos = c.emb @ (self.task_emb() / np.linalg.norm(self.task_emb()))
+            fit = np.polyval(np.polyfit(cos[unseen], pred[unseen], 1), cos[unseen])
+            np.testing.assert_allclose(pred[unseen], fit, atol=1e-6)
 
     def test_constant_rows(self, small_z: np.ndarray) -> None:
         z = small_z[:-1].copy()
@@ -62,24 +101,54 @@ class CompleterContract:
         z[1] = 0.0
         c = self.make(300).fit(z)
         cols = np.arange(30)
-        assert np.isfinite(self.fold(c, cols, np.full(30, 0.3))).all()
+        pred = self.fold(c, cols, np.full(30, 0.3))
+        assert np.isfinite(pred).all()
+        if self.level_preserving:  # an unpenalised task level: the probes' mean is reproduced
+            assert pred[cols].mean() == pytest.approx(0.3, abs=1e-5)
+        if (
+            self.method == "additive"
+        ):  # the probe level plus the example biases, centred on the probes
+            bi = c.bias.item_bias
+            np.testing.assert_allclose(pred, 0.3 + bi - bi[cols].mean(), atol=1e-6)
+
+    def test_constant_matrix_predicts_the_probe_level(self) -> None:
+        c = self.make(300).fit(np.full((7, 300), 0.2, np.float32))
+        pred = self.fold(c, np.arange(0, 300, 10), np.full(30, 0.3))
+        np.testing.assert_allclose(pred, 0.3, atol=1e-5)  # nothing to learn but the level
 
     def test_many_or_no_probes(self, small_z: np.ndarray) -> None:
         c = self.make(300).fit(small_z[:-1])
         every = np.arange(300)  # more probes than known rows, factors or neighbours
-        assert np.isfinite(self.fold(c, every, small_z[-1])).all()
-        assert np.isfinite(self.fold(c, np.arange(1), small_z[-1, :1])).all()
+        full = self.fold(c, every, small_z[-1])
+        assert np.isfinite(full).all()
+        if self.level_preserving:
+            assert full.mean() == pytest.approx(float(small_z[-1].mean()), abs=1e-5)
+        one = self.fold(c, np.array([7]), small_z[-1, 7:8])
+        assert np.isfinite(one).all()
+        if self.exact_at_single_probe:  # one probe: the task level alone absorbs it
+            assert one[7] == pytest.approx(float(small_z[-1, 7]), abs=1e-5)
         if self.method != "semantic":
-            assert np.isfinite(self.fold(c, np.arange(0), np.zeros(0))).all()
+            none = self.fold(c, np.arange(0), np.zeros(0))
+            assert np.isfinite(none).all()
+            if self.offset_on_no_probes:  # nothing measured: μ + b_example, task level 0
+                np.testing.assert_allclose(none, _offsets(c), atol=1e-6)
 
     def test_single_known_row(self, small_z: np.ndarray) -> None:
+        # M = 1: every method fits; the new task is the known one shifted, plus noise.
         c = self.make(300)
-        if c.min_rows > 1:
-            with pytest.raises(ForgettingError, match="min_rows"):
-                c.fit(small_z[:1])
-        else:
-            c.fit(small_z[:1])
-            assert np.isfinite(self.fold(c, np.arange(10), small_z[-1, :10])).all()
+        assert c.min_rows == 1
+        c.fit(small_z[:1])
+        rng = np.random.default_rng(0)
+        new = small_z[0] + 0.1 + 0.01 * rng.standard_normal(300).astype(np.float32)
+        cols = np.arange(0, 300, 10)
+        pred = self.fold(c, cols, new[cols])
+        assert np.isfinite(pred).all()
+        if self.level_preserving:
+            assert pred[cols].mean() == pytest.approx(float(new[cols].mean()), abs=1e-5)
+        add = make_completer("additive").fit(small_z[:1]).fold_in(cols, new[cols])
+        rmse = float(np.sqrt(np.mean((pred - new) ** 2)))
+        if self.uses_other_tasks:  # the one known row's shape is worth more than its shrunk biases
+            assert rmse < 0.8 * float(np.sqrt(np.mean((add - new) ** 2))), rmse
 
     def test_rejects_bad_probe_input(self, small_z: np.ndarray) -> None:
         c = self.make(300).fit(small_z[:-1])
@@ -116,14 +185,17 @@ class CompleterContract:
 
 class TestAdditive(CompleterContract):
     method = "additive"
+    uses_other_tasks = False
 
 
 class TestKNN(CompleterContract):
     method = "knn"
+    level_preserving = False  # neighbours' residuals move the level (MSD similarity on raw values)
 
 
 class TestKNNPearson(CompleterContract):
     method = "knn_pearson"
+    level_preserving = False
 
 
 class TestMF(CompleterContract):
@@ -142,15 +214,23 @@ class TestALSRecalculate(CompleterContract):
 
 class TestSemantic(CompleterContract):
     method = "semantic"
+    constant_on_unseen = False  # a + s·cos(t, e_j): checked separately
+    uses_other_tasks = False
 
 
 class TestRefit(CompleterContract):
     method = "refit"
     kwargs: ClassVar[dict[str, Any]] = {"base": "mf", "base_kwargs": {"iters": 3}}
+    level_preserving = False  # a joint refit: the new row's level is shared with the others
+    offset_on_no_probes = False
+    exact_at_single_probe = False
 
 
 class TestRandom(CompleterContract):
     method = "random"
+    constant_on_unseen = False
+    offset_on_no_probes = False
+    uses_other_tasks = False
 
 
 def test_random_reference_ranks_at_chance_and_keeps_the_probes(planted: Planted) -> None:
@@ -232,25 +312,60 @@ def test_graded_levels_like_the_top_fraction(small_z: np.ndarray) -> None:
 def test_als_alpha_scales_confidences_exactly_once(small_z: np.ndarray) -> None:
     from forgetting.completion.als import _row_zscores
 
-    c = make_completer("als", factors=2, iterations=1, levels=(0.5,), alpha=4.0,
-                       keep_preferences=True).fit(small_z)
+    c = make_completer(
+        "als", factors=2, iterations=1, levels=(0.5,), alpha=4.0, keep_preferences=True
+    ).fit(small_z)
     zs = _row_zscores(small_z - c.bias.baseline())
     liked = c.user_items.toarray() > 0
-    np.testing.assert_allclose(c.user_items.toarray()[liked], 1 + 4.0 * np.maximum(zs[liked], 0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        c.user_items.toarray()[liked], 1 + 4.0 * np.maximum(zs[liked], 0), rtol=1e-5
+    )
     assert c.model.alpha == 1.0  # implicit must not multiply by alpha a second time
 
 
+def _arrays(obj: Any, seen: set[int] | None = None, depth: int = 0) -> list[Any]:
+    """Every numpy array and scipy sparse matrix reachable from obj's attributes, recursively."""
+    import scipy.sparse as sp
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 6:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray) or sp.issparse(obj):
+        return [obj]
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        children = list(obj)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children = list(vars(obj).values())
+    else:
+        return []
+    return [a for ch in children for a in _arrays(ch, seen, depth + 1)]
+
+
 @pytest.mark.parametrize("method", ["additive", "mf", "als"])
-def test_factor_models_keep_no_dense_matrix(small_z: np.ndarray, method: str) -> None:
-    # Fold-in must need only example factors/biases: nothing of the known matrix's shape is kept.
-    c = make_completer(method).fit(small_z)
-    arrays = [v for v in vars(c).values() if isinstance(v, np.ndarray)]
-    arrays += [v for v in vars(getattr(c, "bias", c)).values() if isinstance(v, np.ndarray)]
-    assert arrays and all(
-        a.ndim < 2 or a.shape[0] != small_z.shape[0] or a.shape[1] != 300 for a in arrays
-    )
+def test_factor_models_keep_no_dense_matrix(method: str) -> None:
+    # Fold-in must need only example factors/biases: nothing of the known matrix's shape is
+    # kept anywhere inside the fitted object (implicit's model included), in either orientation.
+    # 11 x 300 so that no factor/level count equals M by accident (ALS: 8 factors, 3 levels).
+    z = planted_matrix(11, 300, rank=2, noise=0.01, seed=4).z
+    c = make_completer(method).fit(z)
+    arrays = _arrays(c)
+    shapes = [a.shape for a in arrays]
+    assert any(a.shape[0] == 300 for a in arrays), shapes  # the example biases/factors are found
+    assert (11, 300) not in shapes and (300, 11) not in shapes, shapes
+    assert all(a.size < z.size for a in arrays), shapes
     assert getattr(c, "user_items", None) is None
+
+
+def test_dense_matrix_walk_finds_nested_copies() -> None:
+    # The walker above must see through nesting, or the test above could not fail.
+    class Holder:
+        def __init__(self) -> None:
+            self.inner = {"cache": [np.zeros((11, 300))]}
+
+    assert [a.shape for a in _arrays(Holder())] == [(11, 300)]
 
 
 def test_semantic_needs_embeddings(small_z: np.ndarray) -> None:
@@ -265,3 +380,20 @@ def test_knn_k_larger_than_known_rows(small_z: np.ndarray) -> None:
     c = make_completer("knn_pearson", k=100).fit(small_z[:-1])
     cols = np.arange(0, 300, 5)
     assert np.isfinite(c.fold_in(cols, small_z[-1, cols])).all()
+
+
+def test_mf_with_one_known_row_is_that_row_at_the_probes_level(small_z: np.ndarray) -> None:
+    # M = 1: the example biases absorb the row, no factor is identifiable (rank 0), and the
+    # fold-in shifts the known row to the new task's level.
+    c = make_completer("mf").fit(small_z[:1])
+    assert c.rank_ == 0 and c.item_factors.shape == (300, 0)
+    np.testing.assert_allclose(c.fold_in([], []), small_z[0], atol=1e-6)
+    cols = np.arange(0, 300, 7)
+    np.testing.assert_allclose(
+        c.fold_in(cols, small_z[0, cols] + 0.25), small_z[0] + 0.25, atol=1e-5
+    )
+    z = small_z[:1].copy()
+    z[0, :10] = np.nan  # unmeasured in the one known row: predicted at the task's level
+    pred = make_completer("mf").fit(z).fold_in(cols, small_z[0, cols])
+    assert np.ptp(pred[1:7]) < 1e-6
+    assert make_completer("mf").fit(small_z[:2]).rank_ == 2  # M >= 2 unchanged: min(rank, M, N)

@@ -36,14 +36,64 @@ def test_family_and_loo_splits(planted: Planted) -> None:
         evaluate(z, EvalConfig(split="family"))
 
 
-def test_probes_never_held_out_and_partial_rows_scored(planted: Planted) -> None:
+@pytest.mark.parametrize("strategy", ["random", "leverage"])
+def test_probes_never_held_out_never_unmeasured_and_recorded(
+    planted: Planted, strategy: str
+) -> None:
     z = planted.z[:12, :500].copy()
     z[-1, :100] = np.nan  # a test task measured on only part of the set
     exclude = np.zeros(500, bool)
     exclude[400:] = True
-    rep = evaluate(
-        z,
-        EvalConfig(methods=("mf",), seeds=(0,), split="loo", k=20, probe_strategy="leverage"),
-        exclude=exclude,
+    cfg = EvalConfig(
+        methods=("additive", "mf"), seeds=(0, 1, 2), split="loo", k=20, probe_strategy=strategy
     )
+    rep = evaluate(z, cfg, exclude=exclude)
     assert np.isfinite(rep.results["mf"].metrics["rmse_x100"]["mean"])
+    assert set(rep.probes) == {0, 1, 2}
+    for seed in cfg.seeds:
+        assert set(rep.probes[seed]) == set(range(12))  # every (seed, test task) is recorded
+        for task in range(12):
+            cols = np.array(rep.probe_columns(seed, task))
+            assert cols.size == 20 and np.unique(cols).size == 20
+            assert not exclude[cols].any(), (seed, task)  # never a held-out example
+            assert np.isfinite(z[task, cols]).all()  # never an unmeasured entry
+    assert not np.isin(np.array(rep.probe_columns(0, 11)), np.arange(100)).any()
+    doc = json.loads(rep.to_json())
+    assert doc["probe_sets"][doc["probes"]["0"]["3"]] == rep.probe_columns(0, 3)
+
+
+def test_leverage_is_computed_once_per_fold(
+    planted: Planted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import forgetting.evaluate as ev
+    import forgetting.probes as probes
+
+    calls: list[tuple[int, int]] = []
+    real = probes.leverage_scores
+
+    def counting(known: np.ndarray, *a: object, **kw: object) -> np.ndarray:
+        calls.append(known.shape)
+        return real(known, *a, **kw)
+
+    monkeypatch.setattr(ev, "leverage_scores", counting)
+    monkeypatch.setattr(probes, "leverage_scores", counting)
+    z = planted.z[:10, :400]
+    cfg = EvalConfig(
+        methods=("additive", "mf"), seeds=(0, 1, 2, 3), split="loo", k=10, probe_strategy="leverage"
+    )
+    evaluate(z, cfg)
+    assert calls == [(9, 400)] * 10  # one SVD per fold, not per seed x task x method
+
+
+def test_methods_see_identical_probes(planted: Planted) -> None:
+    # Probes are drawn once per (fold, seed, task): two runs with different method lists
+    # record the same probe sets, so methods are compared on the same measurements.
+    z = planted.z[:20, :600]
+    a = evaluate(
+        z, EvalConfig(methods=("additive",), seeds=(0, 1), k=15, probe_strategy="leverage")
+    )
+    b = evaluate(
+        z, EvalConfig(methods=("mf", "knn"), seeds=(0, 1), k=15, probe_strategy="leverage")
+    )
+    assert a.probes == b.probes and a.probe_sets == b.probe_sets
+    assert len(a.probe_sets) == 2  # full rows: one shared set per seed

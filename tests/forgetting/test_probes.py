@@ -43,3 +43,15 @@ def test_leverage_prefers_high_leverage_columns() -> None:
         choose_probes(200, 10, seed=0, strategy="leverage")
     with pytest.raises(ForgettingError, match="unknown probe strategy"):
         choose_probes(200, 10, seed=0, strategy="greedy")
+
+
+def test_precomputed_leverage_gives_the_same_probes(small_z: np.ndarray) -> None:
+    from forgetting.probes import leverage_scores
+
+    exclude = np.zeros(300, bool)
+    exclude[:50] = True
+    for seed in range(5):
+        lev = leverage_scores(small_z, rank=5, seed=seed)
+        a = choose_probes(300, 20, seed=seed, exclude=exclude, strategy="leverage", known=small_z)
+        b = choose_probes(300, 20, seed=seed, exclude=exclude, strategy="leverage", leverage=lev)
+        np.testing.assert_array_equal(a, b)
