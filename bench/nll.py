@@ -14,7 +14,11 @@ All figures are measured in the same run, on the same model and the same example
 * the evaluator's peak memory above what was in use before the call, at N = n and N = n_big
   (host: the process's peak RSS, reset through /proc/self/clear_refs; GPU: torch's peak
   allocation). It must not grow with N: the evaluator streams;
-* training tokens/s of `finetune()` (steps after the first 5).
+* training tokens/s of `finetune()` (steps after the first 5);
+* `goals`: the issue's targets as computed booleans: the evaluator >= 3x each naive loop
+  (`SPEED_GOAL`), and its peak memory flat in N (the N = n_big peak within `MEMORY_TOLERANCE`
+  (10%) of the N = n peak, plus `MEMORY_SLACK_MIB` so that allocator noise on a peak of a few
+  MiB does not decide it), and `all_met`.
 
 Model: a LLaMA built from a config (hidden 128, 4 layers, 4 heads, vocab 2048), randomly
 initialised — throughput does not depend on the weights. Text: paragraphs of the Python standard
@@ -36,6 +40,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SPEED_GOAL = 3.0  # evaluator examples/s over each naive loop's
+MEMORY_TOLERANCE = 0.10  # peak at N = n_big may exceed the peak at N = n by this fraction ...
+MEMORY_SLACK_MIB = 2.0  # ... plus this much (RSS / allocator granularity)
 
 MODEL = {
     "hidden_size": 128,
@@ -161,7 +169,14 @@ def peak_memory(
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
         before = rss_kib("VmRSS") * 1024
     t0 = time.perf_counter()
-    measure_nll(model, tok, examples, batch_size=args.batch_size, max_length=args.max_length)
+    measure_nll(
+        model,
+        tok,
+        examples,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+    )
     if args.device == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
@@ -173,6 +188,26 @@ def peak_memory(
         "peak_above_start_mib": (peak - before) / 2**20,
         "examples_per_s": len(examples) / dt,
     }
+
+
+def goals(result: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's targets, computed from its own figures."""
+    small, big = (m["peak_above_start_mib"] for m in result["evaluator_peak_memory"])
+    limit = max(small, 0.0) * (1 + MEMORY_TOLERANCE) + MEMORY_SLACK_MIB
+    speed = {
+        f"evaluator_ge_{SPEED_GOAL:g}x_{name}": bool(result[f"speedup_vs_{name}"] >= SPEED_GOAL)
+        for name in ("one_at_a_time", "fixed_padding")
+    }
+    sizes = [m.get("n") for m in result["evaluator_peak_memory"]]
+    out: dict[str, Any] = {
+        "sizes_as_in_issue": sizes == [2000, 20000],  # --quick checks 500 vs 2,000 only
+        **speed,
+        "peak_memory_big_over_small": big / small if small > 0 else None,
+        "peak_memory_limit_mib": limit,
+        "peak_memory_flat_in_n": bool(big <= limit),
+    }
+    out["all_met"] = all(speed.values()) and out["peak_memory_flat_in_n"]
+    return out
 
 
 def training_speed(
@@ -288,19 +323,12 @@ def main() -> None:
             torch.cuda.synchronize()
         return out, time.perf_counter() - t0
 
-    measure_nll(
-        model, tok, small[:64], batch_size=args.batch_size, max_length=args.max_length
-    )  # warm-up
-    fast, t_fast = timed(
-        lambda: measure_nll(
-            model, tok, small, batch_size=args.batch_size, max_length=args.max_length
-        )
-    )
+    opts = {"batch_size": args.batch_size, "max_length": args.max_length, "device": args.device}
+    measure_nll(model, tok, small[:64], **opts)  # warm-up
+    fast, t_fast = timed(lambda: measure_nll(model, tok, small, **opts))
     fast32 = fast
     if args.device == "cuda":  # the bf16 values differ from fp32 by design; compare fp32 too
-        fast32 = measure_nll(
-            model, tok, small, batch_size=args.batch_size, max_length=args.max_length, bf16=False
-        )
+        fast32 = measure_nll(model, tok, small, bf16=False, **opts)
     one, t_one = timed(lambda: naive_one_at_a_time(model, tok, small, args.max_length))
     fixed, t_fixed = timed(
         lambda: naive_fixed_padding(model, tok, small, args.max_length, args.batch_size)
@@ -338,6 +366,7 @@ def main() -> None:
         "evaluator_peak_memory": mem,
         "training": train,
     }
+    result["goals"] = goals(result)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -358,6 +387,7 @@ def main() -> None:
             f"evaluator peak memory at N={m['n']:>6}: {m['peak_above_start_mib']:.1f} MiB above start "
             f"({m['examples_per_s']:.0f} ex/s)"
         )
+    print("goals: " + ", ".join(f"{k}={v}" for k, v in result["goals"].items()))
     print(
         f"training: raw torch loop {train['raw_torch_loop_tokens_per_s']:.0f} tokens/s; "
         f"finetune() {train['tokens_per_s']:.0f} tokens/s, {train['steps_per_s']:.2f} steps/s ({train['precision']})"

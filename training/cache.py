@@ -8,10 +8,17 @@ Usage::
     before_probes = cache.measure(base_model, tok, probes)       # served from disk
 
 For full fine-tuning the "before" NLLs of a release are the same for every task fine-tuned from
-it, so the service measures them once per (base model, upstream digest, max_length). The caller
-chooses `model_key` (a registry version, a directory plus a content hash...): the cache cannot
-tell two different models apart by itself. LoRA jobs need no cache: "before" is the same model
-with the adapter disabled (`training.nll.measure_forgetting`).
+it, so the service measures them once per base model and upstream digest. The caller chooses
+`model_key` (a registry version, a directory plus a content hash...): the cache cannot tell two
+different models apart by itself. LoRA jobs need no cache: "before" is the same model with the
+adapter disabled (`training.nll.measure_forgetting`).
+
+The file name hashes everything that changes the values: the model key, the digest, and the
+measurement settings (max_length, chat_template, add_eos, the weights' dtype and whether bf16
+autocast is used: `precision`). Values measured one way are never served for another: the
+settings are fixed when the cache is made, `measure` refuses a conflicting keyword and a model
+of another dtype. The device is resolved like `measure_nll`'s "auto" at construction (a GPU
+when there is one), so the precision part of the key is known before any model is loaded.
 
 The file is an .npz of (ids, values), rewritten atomically; a writer merges what is on disk first,
 so concurrent workers lose at most their own newest entries (measured again next time).
@@ -29,11 +36,22 @@ from typing import Any
 import numpy as np
 
 from training.data import Example
-from training.nll import measure_nll
+from training.errors import TrainingError
+from training.nll import measure_nll, resolve_device
 
 
 class NllCache:
-    """Per-example NLLs of one model on one upstream set, persisted under `root`."""
+    """Per-example NLLs of one model on one upstream set, persisted under `root`.
+
+    Parameters
+    ----------
+    root, model_key, digest : where, which model, which upstream set.
+    max_length, chat_template, add_eos, bf16 : passed to `measure_nll` (and part of the key).
+    device : "auto" (a GPU when there is one), "cpu" or "cuda[:n]"; decides the precision.
+    dtype : the dtype of the weights measured (`load_model` gives float32).
+    """
+
+    SETTINGS = ("max_length", "chat_template", "add_eos", "bf16", "device")
 
     def __init__(
         self,
@@ -42,11 +60,29 @@ class NllCache:
         digest: str,
         *,
         max_length: int | None = None,
+        chat_template: bool = True,
+        add_eos: bool = True,
+        bf16: bool = True,
+        device: str = "auto",
+        dtype: str = "float32",
     ):
+        import torch
+
+        if device is None:
+            raise TrainingError(
+                "NllCache(device=None): the precision would depend on where each model sits. "
+                "Fix: use 'auto', 'cpu' or 'cuda'."
+            )
+        self.max_length, self.chat_template, self.add_eos = max_length, chat_template, add_eos
+        self.bf16, self.device, self.dtype = bf16, device, str(dtype).removeprefix("torch.")
+        _, autocast = resolve_device(torch.device("cpu"), device, bf16)
+        self.precision = f"{self.dtype}{'+bf16-autocast' if autocast else ''}"
+        key = "\0".join(
+            str(x) for x in (model_key, digest, max_length, chat_template, add_eos, self.precision)
+        )
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key)[:60]
-        h = hashlib.sha256(f"{model_key}\0{digest}\0{max_length}".encode()).hexdigest()[:12]
+        h = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.path = Path(root) / f"{slug}-{digest}-{h}.npz"
-        self.max_length = max_length
 
     def load(self) -> dict[str, float]:
         """Everything cached so far, {example id: NLL}."""
@@ -66,14 +102,38 @@ class NllCache:
         np.savez(tmp, ids=ids, values=np.array(list(merged.values()), dtype=np.float64))
         os.replace(tmp, self.path)
 
+    def _check_settings(self, kw: dict[str, Any]) -> None:
+        for name in self.SETTINGS:
+            if name in kw and kw[name] != getattr(self, name):
+                raise TrainingError(
+                    f"NllCache.measure({name}={kw[name]!r}) but the cache holds values measured "
+                    f"with {name}={getattr(self, name)!r}. Fix: make a separate NllCache(..., "
+                    f"{name}={kw[name]!r}) for that setting."
+                )
+
+    def _check_model(self, model: Any) -> None:
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        if dtype != self.dtype:
+            raise TrainingError(
+                f"NllCache for {self.dtype} weights, but the model is {dtype}. Fix: make the "
+                f"cache with NllCache(..., dtype={dtype!r}), or load the model in {self.dtype}."
+            )
+
     def measure(
         self, model: Any, tokenizer: Any, examples: Sequence[Example], **kw: Any
     ) -> np.ndarray:
-        """NLLs aligned with `examples`; only uncached examples go through the model."""
+        """NLLs aligned with `examples`; only uncached examples go through the model.
+
+        `kw` goes to `measure_nll` (batch_size, progress); the cache's own settings may be
+        repeated with the same value, not changed.
+        """
+        self._check_settings(kw)
         known = self.load()
         missing = [e for e in dict.fromkeys(examples) if e.id not in known]
         if missing:
-            vals = measure_nll(model, tokenizer, missing, max_length=self.max_length, **kw)
+            self._check_model(model)
+            settings = {name: getattr(self, name) for name in self.SETTINGS}
+            vals = measure_nll(model, tokenizer, missing, **{**kw, **settings})
             new = {e.id: float(v) for e, v in zip(missing, vals, strict=True)}
             self._save(new)
             known.update(new)

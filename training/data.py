@@ -9,18 +9,29 @@ Usage::
 
 An `Example` is instruction data (`prompt`, `response`: the loss is on the response tokens and
 the EOS, the prompt is masked with -100) or plain text (`prompt == ""`, `response` = the text:
-the loss is on every token but the first, which nothing predicts). Its id is a hash of its
+the loss is on every text token but the first, and on the EOS). Its id is a hash of its
 content, so the same example has the same id whatever file, order or subset it comes from.
 
+First-token rule for plain text (the reference study: all tokens but the first *text* token).
+Without a BOS (GPT-2, OLMo, the embedded world's tokenizer) the first token has no context and
+nothing predicts it, so it is masked. With a tokenizer that prepends BOS (LLaMA, Mistral) the
+BOS and the first text token are both masked: predicting the opening word from BOS alone is a
+unigram guess, not a property of the example, and masking it gives the same target tokens,
+hence comparable NLLs, whichever tokenizer family measured the set.
+
 Sources: a JSONL / JSON / CSV / parquet file, a directory of such files named by split
-(`train.jsonl`, `test.jsonl`), a `datasets.save_to_disk` directory, or a hub name (only when the
-hub is reachable: with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set we fail at once instead of
-retrying DNS for ~45 s). Bad rows (missing or non-string fields, empty text, bad UTF-8) raise
-`TrainingError` naming the file, the row and the fix.
+(`train.jsonl`, `test.jsonl`), a `datasets.save_to_disk` directory, or a hub name (tried only
+when the hub is reachable, else a fast error: see `training.readers`). Bad rows (missing or
+non-string fields, empty text, an empty prompt in instruction data, bad UTF-8) raise
+`TrainingError` naming the file, the row and the fix. An instruction row with an empty prompt is
+refused rather than read as plain text: that would silently change which tokens carry loss
+(format="text" says so explicitly).
 
 Length rule (the reference study's `truncate_prefix`): a sequence longer than `max_length` keeps
 its LAST `max_length` tokens, so the response (and the EOS) survive and the prompt loses its start.
-`truncation="error"` refuses such rows instead.
+`truncation="error"` refuses such rows instead, naming the file and row (`Example.origin`) when
+the example was read by `load_task`: at load with `load_task(..., tokenizer=tok)`, else when
+the example is first encoded.
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.errors import TrainingError
-from training.readers import read_rows
+from training.readers import detect_format, read_rows, row_field
 
 IGNORE = -100  # label of tokens that carry no loss (torch's cross_entropy ignore_index)
 
@@ -50,22 +61,27 @@ def digest_of(ids: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class Example:
-    """One example. Plain text: `prompt == ""` and `response` is the text."""
+    """One example. Plain text: `prompt == ""` and `response` is the text.
+
+    `origin` ("file: line n") is where it was read, for error messages only: it is not part of
+    the id, equality or hash, so the same content from two files is the same example.
+    """
 
     id: str
     prompt: str
     response: str
     source: str = ""
+    origin: str = field(default="", compare=False, repr=False)
 
     @classmethod
-    def make(cls, prompt: str, response: str, source: str = "") -> Example:
+    def make(cls, prompt: str, response: str, source: str = "", origin: str = "") -> Example:
         """An example whose id is its content hash."""
-        return cls(content_id(prompt, response), prompt, response, source)
+        return cls(content_id(prompt, response), prompt, response, source, origin)
 
     @classmethod
-    def text(cls, text: str, source: str = "") -> Example:
+    def text(cls, text: str, source: str = "", origin: str = "") -> Example:
         """A plain-text example."""
-        return cls.make("", text, source)
+        return cls.make("", text, source, origin)
 
     @property
     def is_text(self) -> bool:
@@ -131,8 +147,8 @@ class TaskDataConfig:
 class TaskData:
     """A loaded task: train and test examples; `digest` identifies the pair of id sets.
 
-    `origins` maps an example id to where it was read ("file: line n"), so that problems found
-    later (e.g. by `check_lengths`, which needs the tokenizer) still name the row.
+    `origins` maps an example id to where it was first read ("file: line n"), so that problems
+    found later (e.g. by `check_lengths`, which needs the tokenizer) still name the row.
     """
 
     name: str
@@ -160,11 +176,7 @@ class TaskData:
             )
             if len(ids) > limit:
                 if self.config.truncation == "error":
-                    raise TrainingError(
-                        f"{self.origins.get(e.id, e.id)}: {len(ids)} tokens > max_length {limit}. "
-                        "Fix: shorten or drop the row, raise max_length, or use truncation='left' "
-                        "(keeps the last max_length tokens)."
-                    )
+                    raise _too_long(e, len(ids), limit, self.origins.get(e.id, ""))
                 n += 1
         return n
 
@@ -172,39 +184,6 @@ class TaskData:
 # --------------------------------------------------------------------------------------------
 # Rows → examples
 # --------------------------------------------------------------------------------------------
-
-
-def _field(row: Any, name: str, where: str, hint: str) -> str:
-    if not isinstance(row, dict):
-        raise TrainingError(
-            f"{where}: expected an object with fields, got {type(row).__name__}. Fix: {hint}."
-        )
-    if name not in row or row[name] is None:
-        present = sorted(k for k, v in row.items() if v is not None)
-        raise TrainingError(
-            f"{where}: missing field {name!r} (fields present: {present}). Fix: {hint}."
-        )
-    v = row[name]
-    if not isinstance(v, str):
-        raise TrainingError(
-            f"{where}: field {name!r} is {type(v).__name__}, not text. Fix: store it as a string."
-        )
-    return v
-
-
-def _detect_format(row: Any, cfg: TaskDataConfig, where: str) -> str:
-    if cfg.format != "auto":
-        return cfg.format
-    keys = set(row) if isinstance(row, dict) else set()
-    if {cfg.prompt_field, cfg.response_field} <= keys:
-        return "instruction"
-    if cfg.text_field in keys:
-        return "text"
-    raise TrainingError(
-        f"{where}: cannot tell the format: no ({cfg.prompt_field!r}, {cfg.response_field!r}) "
-        f"pair and no {cfg.text_field!r} field (fields: {sorted(keys)}). Fix: set prompt_field/"
-        "response_field or text_field to the column names (CLI: --prompt-field ...)."
-    )
 
 
 def rows_to_examples(
@@ -219,24 +198,30 @@ def rows_to_examples(
     """
     if not rows:
         return []
-    fmt = _detect_format(rows[0][1], cfg, rows[0][0])
+    fmt = detect_format(rows[0][1], cfg, rows[0][0])
     out = []
     for where, row in rows[: cfg.max_rows]:
         if fmt == "instruction":
             hint = "set prompt_field/response_field to the column names, or fix the row"
-            prompt = _field(row, cfg.prompt_field, where, hint)
-            response = _field(row, cfg.response_field, where, hint)
+            prompt = row_field(row, cfg.prompt_field, where, hint)
+            response = row_field(row, cfg.response_field, where, hint)
+            if not prompt.strip():
+                raise TrainingError(
+                    f"{where}: empty {cfg.prompt_field!r} in instruction data (it would be read as "
+                    "plain text, with loss on every token). Fix: fill in the prompt, remove the "
+                    "row, or load prompt-less data with format='text' and text_field."
+                )
             if not response.strip():
                 raise TrainingError(
                     f"{where}: empty {cfg.response_field!r}: nothing to learn or measure. "
                     "Fix: remove the row or fill in the response."
                 )
-            out.append(Example.make(prompt, response, source))
+            out.append(Example.make(prompt, response, source, where))
         else:
-            text = _field(row, cfg.text_field, where, "set text_field to the column name")
+            text = row_field(row, cfg.text_field, where, "set text_field to the column name")
             if not text.strip():
                 raise TrainingError(f"{where}: empty {cfg.text_field!r}. Fix: remove the row.")
-            out.append(Example.text(text, source))
+            out.append(Example.text(text, source, where))
         if origins is not None:
             origins.setdefault(out[-1].id, where)
     return out
@@ -256,7 +241,10 @@ def split_by_hash(
 
 
 def load_task(
-    source: str | os.PathLike[str], config: TaskDataConfig = TaskDataConfig()
+    source: str | os.PathLike[str],
+    config: TaskDataConfig = TaskDataConfig(),
+    *,
+    tokenizer: Any = None,
 ) -> TaskData:
     """Load, validate and split a task dataset.
 
@@ -264,6 +252,8 @@ def load_task(
     ----------
     source : a data file, a directory of split files, a save_to_disk directory, or a hub name.
     config : field names, format, and the split rule when the data has no `test_split`.
+    tokenizer : when given, rows are also length-checked here (`TaskData.check_lengths`), so
+        with `truncation="error"` an over-long row fails at load, naming its file and row.
 
     Returns
     -------
@@ -301,7 +291,10 @@ def load_task(
     if not train:
         raise TrainingError(f"{source}: the train split is empty. Fix: add training rows.")
     digest = digest_of([f"train:{e.id}" for e in train] + [f"test:{e.id}" for e in test])
-    return TaskData(name, train, test, digest, config, origins)
+    task = TaskData(name, train, test, digest, config, origins)
+    if tokenizer is not None:
+        task.check_lengths(tokenizer)
+    return task
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +315,31 @@ def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"]) if text else []
 
 
+def _special_prefix(tokenizer: Any, ids: Sequence[int]) -> int:
+    """How many special tokens the tokenizer put before the text in `ids` (BOS: 1, none: 0).
+
+    Asked of the tokenizer itself (a one-character probe with and without special tokens), not
+    read from `bos_token_id`: many tokenizers define a BOS they never prepend (GPT-2, the
+    embedded world). The probe runs only when `ids` starts with a special id.
+    """
+    if not ids or ids[0] not in set(getattr(tokenizer, "all_special_ids", ()) or ()):
+        return 0
+    with_sp, plain = _ids(tokenizer, "a", True), _ids(tokenizer, "a", False)
+    for k in range(len(with_sp) - len(plain) + 1):
+        if with_sp[k : k + len(plain)] == plain:
+            return k
+    return 0
+
+
+def _too_long(example: Example, n: int, limit: int, origin: str = "") -> TrainingError:
+    where = origin or example.origin or f"example {example.id} ({example.source or 'no source'})"
+    return TrainingError(
+        f"{where}: {n} tokens > max_length {limit}. Fix: raise max_length, shorten or drop the "
+        "row, or use truncation='left' (keeps the last max_length tokens, as in the reference "
+        "study)."
+    )
+
+
 def encode(
     tokenizer: Any,
     example: Example,
@@ -335,8 +353,9 @@ def encode(
 
     Instruction: [prompt tokens (-100)] + [response tokens + EOS (targets)]; the prompt goes
     through the tokenizer's chat template when `chat_template` and the tokenizer has one.
-    Plain text: all tokens are targets except the first. Longer than `max_length`: keep the last
-    `max_length` tokens ("left"), or raise ("error"). The first kept token is never a target.
+    Plain text: all tokens are targets except the first text token (and a BOS before it: see
+    the module docstring). Longer than `max_length`: keep the last `max_length` tokens ("left"),
+    or raise ("error", naming `example.origin`). The first kept token is never a target.
     """
     eos = getattr(tokenizer, "eos_token_id", None)
     tail = [int(eos)] if add_eos and eos is not None else []
@@ -346,6 +365,8 @@ def encode(
             tail = []
         ids = ids + tail
         labels = list(ids)
+        for i in range(min(len(labels), _special_prefix(tokenizer, ids) + 1)):
+            labels[i] = IGNORE  # BOS (if any) and the first text token: nothing predicts them
     else:
         if chat_template and getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(
@@ -362,11 +383,7 @@ def encode(
         ids, labels = p + r, [IGNORE] * len(p) + r
     if len(ids) > max_length:
         if truncation == "error":
-            raise TrainingError(
-                f"example {example.id} ({example.source or 'no source'}): {len(ids)} tokens > "
-                f"max_length {max_length}. Fix: raise max_length, or use truncation='left' "
-                "(keeps the last max_length tokens)."
-            )
+            raise _too_long(example, len(ids), max_length)
         ids, labels = ids[-max_length:], labels[-max_length:]
     if labels:
         labels[0] = IGNORE  # nothing predicts the first token of the window

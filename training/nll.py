@@ -12,12 +12,13 @@ NLL_j is the mean per-token negative log-likelihood over example j's target toke
 An example with no target token left (e.g. its response was truncated away) gets NaN, as in the
 reference study.
 
-Why it is fast and flat in memory: examples are processed in chunks of `CHUNK` (tokenised, sorted
-by length, cut into batches padded only to the longest in the batch, with a token budget of
-`batch_size` x the chunk's longest example, so short examples go many at a time), under `inference_mode`,
-with bf16 autocast on a GPU; the cross-entropy is taken in slices of the flattened logits so the
-float32 log-softmax never exists for a whole batch; and only two scalars per example (the NLL sum
-and the target count) outlive a batch. Memory is model + one batch, whatever N is.
+Why it is fast and flat in memory: examples are processed in chunks of `CHUNK` (tokenised into
+int32 arrays, sorted by length, cut into batches padded only to the longest in the batch, with a
+token budget of `batch_size` x the chunk's longest example, so short examples go many at a
+time), under `inference_mode`, with bf16 autocast on a GPU (used by default when there is one:
+`resolve_device`); the cross-entropy is taken in slices of the flattened logits so the float32
+log-softmax never exists for a whole batch; and only two scalars per example (the NLL sum and
+the target count) outlive a batch. Memory is model + one batch, whatever N is.
 """
 
 from __future__ import annotations
@@ -39,6 +40,33 @@ Progress = Callable[[int, int], None]  # (examples done, total)
 
 def _device(model: Any) -> Any:
     return next(model.parameters()).device
+
+
+def resolve_device(model_device: Any, requested: str | None = "auto", bf16: bool = True) -> Any:
+    """(device to measure on, whether to autocast to bf16) for a model on `model_device`.
+
+    requested "auto": a GPU when torch sees one (a model on the CPU is measured there and put
+    back), else where the model is; None: where the model is; anything else: that device.
+    bf16 autocast only on a CUDA device that supports it, and only when `bf16`; the CPU always
+    measures in the model's own precision (fp32 for `load_model`), so CPU values never change.
+    A pure function of torch.cuda's answers, so it is testable without a GPU.
+    """
+    import torch
+
+    dev = torch.device(model_device)
+    if requested == "auto":
+        if dev.type == "cpu" and torch.cuda.is_available():
+            dev = torch.device("cuda")
+    elif requested is not None:
+        dev = torch.device(requested)
+    autocast = bool(bf16 and dev.type == "cuda" and torch.cuda.is_bf16_supported())
+    return dev, autocast
+
+
+def _movable(model: Any) -> bool:
+    """A model whose weights all sit on one device (not dispatched by accelerate's device_map)."""
+    placed = getattr(model, "hf_device_map", None)
+    return not placed or len(set(placed.values())) <= 1
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -88,14 +116,6 @@ def batch_nll(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> t
     return losses.view(b, t).double().sum(1), valid.sum(1)
 
 
-def _autocast(device: Any) -> Any:
-    import torch
-
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def measure_nll(
     model: Any,
     tokenizer: Any,
@@ -105,8 +125,9 @@ def measure_nll(
     max_length: int | None = None,
     progress: Progress | None = None,
     chat_template: bool = True,
+    add_eos: bool = True,
     bf16: bool = True,
-    device: str | None = None,
+    device: str | None = "auto",
 ) -> np.ndarray:
     """Mean per-token NLL of each example's target tokens, aligned with `examples`.
 
@@ -121,9 +142,13 @@ def measure_nll(
         `max_position_embeddings`, else 1024).
     progress : called as progress(done, total) after each batch.
     chat_template : apply the tokenizer's chat template to instruction prompts (as in training).
+    add_eos : the EOS after the response / text is a target token (as in training).
     bf16 : autocast to bf16 on a bf16-capable GPU (no effect on CPU).
-    device : move the model there first (e.g. "cuda": Lightning hands a trained model back on
-        the CPU); default: measure where the model is.
+    device : "auto" (default): on a GPU when there is one, else on the CPU; a model on the
+        CPU (Lightning hands a trained model back there) is moved to the GPU for the call and
+        moved back after it, so the caller sees no side effect. None: where the model is
+        (inside a training job, whose strategy placed it). "cpu" / "cuda[:n]": move the model
+        there and leave it there.
 
     Returns
     -------
@@ -137,19 +162,32 @@ def measure_nll(
         return out
     if max_length is None:
         max_length = int(getattr(model.config, "max_position_embeddings", 0) or 1024)
-    if device is not None:
-        model.to(device)
-    dev, pad = _device(model), pad_id(tokenizer)
+    home = _device(model)
+    dev, autocast = resolve_device(home, device, bf16)
+    if dev != home and device == "auto" and not _movable(model):
+        dev, autocast = resolve_device(home, None, bf16)  # dispatched over devices: leave it
+    if dev != home:
+        model.to(dev)
+    pad = pad_id(tokenizer)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     done = 0
     try:
-        with torch.inference_mode(), _autocast(dev) if bf16 else contextlib.nullcontext():
+        with torch.inference_mode(), amp:
+            chunk: list[tuple[np.ndarray, np.ndarray]] = []
             for c0 in range(0, n, CHUNK):
-                chunk = [
-                    encode(tokenizer, e, max_length=max_length, chat_template=chat_template)
-                    for e in examples[c0 : c0 + CHUNK]
-                ]
+                chunk.clear()  # the previous chunk goes before the next is encoded, not after
+                for e in examples[c0 : c0 + CHUNK]:
+                    x, y = encode(
+                        tokenizer,
+                        e,
+                        max_length=max_length,
+                        chat_template=chat_template,
+                        add_eos=add_eos,
+                    )
+                    # int32 arrays: ~4x less host memory than lists of Python ints, same values
+                    chunk.append((np.asarray(x, np.int32), np.asarray(y, np.int32)))
                 for rows in plan_batches([len(x) for x, _ in chunk], batch_size):
                     ids, att, lab = pad_batch([chunk[i] for i in rows], pad)
                     sums, counts = batch_nll(model, ids.to(dev), att.to(dev), lab.to(dev))
@@ -162,6 +200,8 @@ def measure_nll(
                         progress(done, n)
     finally:
         model.train(was_training)
+        if device == "auto" and dev != home:
+            model.to(home)  # "auto" borrowed the GPU; the caller's model stays where it was
     return out
 
 
@@ -172,12 +212,14 @@ def measure_nll_distributed(
 
     Rank k measures examples k, k + W, ...; the (id, value) pairs are gathered on every rank
     and put back in the order of `examples` by example id. Without a process group it is
-    plain `measure_nll`.
+    plain `measure_nll`. Inside a group the default device is the model's own (`device=None`):
+    the strategy placed each rank's model, and "auto" would send every rank to cuda:0.
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return measure_nll(model, tokenizer, examples, **kw)
+    kw.setdefault("device", None)
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = list(examples[rank::world])
     vals = measure_nll(model, tokenizer, mine, **kw)

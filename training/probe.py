@@ -114,6 +114,7 @@ class OnlineProbe(L.Callback):
             self.spec.examples,
             batch_size=self.spec.batch_size,
             max_length=self.max_length,
+            device=None,  # where the strategy put it: moving a model mid-fit would break FSDP
         )
         schedule = None
         if trainer.is_global_zero:

@@ -110,6 +110,16 @@ def test_custom_field_names(tmp_path):
             r"line 2: missing field 'response'.*Fix",
         ),
         ('{"prompt": "a", "response": "  "}\n', TaskDataConfig(), r"line 1: empty 'response'.*Fix"),
+        (
+            '{"prompt": "a", "response": "b"}\n{"prompt": "", "response": "c"}\n',
+            TaskDataConfig(),
+            r"line 2: empty 'prompt' in instruction data.*Fix:.*format='text'",
+        ),
+        (
+            '{"q": " ", "a": "c"}\n',
+            TaskDataConfig(format="instruction", prompt_field="q", response_field="a"),
+            r"line 1: empty 'q' in instruction data",
+        ),
         ('{"prompt": "a", "response": 3}\n', TaskDataConfig(), r"line 1: field 'response' is int"),
         (
             '{"prompt": "a", "response": "b"}\nnot json\n',
@@ -163,12 +173,56 @@ def test_instruction_masks_prompt_and_targets_response_and_eos(tok):
     assert tok.decode(ids[n_prompt:-1]) == e.response
 
 
-def test_plain_text_excludes_only_first_token(tok, tok_bos):
-    for t in (tok, tok_bos):
-        ids, labels = encode(t, Example.text("the cat sat on the mat."))
-        assert labels[0] == IGNORE and labels[1:] == ids[1:] and ids[-1] == t.eos_token_id
-    ids, _ = encode(tok_bos, Example.text("the cat"))
-    assert ids[0] == tok_bos.bos_token_id
+def test_plain_text_excludes_only_first_token(tok):
+    text = "the cat sat on the mat."
+    ids, labels = encode(tok, Example.text(text))
+    assert ids == tok(text)["input_ids"] + [tok.eos_token_id]  # no BOS, EOS appended
+    assert labels == [IGNORE, *ids[1:]]
+
+
+def test_plain_text_with_bos_excludes_bos_and_the_first_text_token(tok, tok_bos):
+    text = "the cat sat on the mat."
+    ids, labels = encode(tok_bos, Example.text(text))
+    assert ids[0] == tok_bos.bos_token_id and ids[1:] == encode(tok, Example.text(text))[0]
+    assert labels == [IGNORE, IGNORE, *ids[2:]]
+    # The same target tokens as without BOS: NLLs comparable across tokenizer families.
+    assert labels[1:] == encode(tok, Example.text(text))[1]
+    ids, labels = encode(tok_bos, Example.text(text), max_length=5)  # BOS truncated away
+    assert ids == encode(tok_bos, Example.text(text))[0][-5:] and labels == [IGNORE, *ids[1:]]
+    # Instruction data is unaffected: the prompt (with its BOS) is masked anyway.
+    ids, labels = encode(tok_bos, Example.make("question: what is two plus two?", " four."))
+    n_prompt = len(tok_bos("question: what is two plus two?")["input_ids"])
+    assert ids[0] == tok_bos.bos_token_id and labels == [IGNORE] * n_prompt + ids[n_prompt:]
+
+
+def old_encode(tok, e, max_length):
+    """The encoder as it was before the BOS rule, frozen here: no-BOS output must not change."""
+    eos = tok.eos_token_id
+    if e.is_text:
+        ids = tok(e.response)["input_ids"] + [eos]
+        labels = list(ids)
+    else:
+        p = tok(e.prompt)["input_ids"]
+        r = tok(e.response, add_special_tokens=False)["input_ids"] + [eos]
+        ids, labels = p + r, [IGNORE] * len(p) + r
+    ids, labels = ids[-max_length:], labels[-max_length:]
+    labels[0] = IGNORE
+    return ids, labels
+
+
+@pytest.mark.parametrize("max_length", [2, 5, 12, 1024])
+def test_no_bos_encoding_is_unchanged(tok, max_length):
+    from training.world.tokenizer import EOS
+
+    examples = [
+        Example.text("the cat sat on the mat."),
+        Example.text(f"{EOS}the quick brown fox"),  # starts with a special token literally
+        Example.text("z"),
+        Example.make("question: what is two plus two?", " answer: four."),
+        Example.make("q", " a"),
+    ]
+    for e in examples:
+        assert encode(tok, e, max_length=max_length) == old_encode(tok, e, max_length)
 
 
 def test_left_truncation_keeps_the_end_and_error_mode(tok):
@@ -204,7 +258,43 @@ def test_check_lengths_names_the_row(tmp_path, tok):
     strict = load_task(p, TaskDataConfig(max_length=32, truncation="error", test_fraction=0))
     with pytest.raises(TrainingError, match=r"long.jsonl: line 4: \d+ tokens > max_length 32.*Fix"):
         strict.check_lengths(tok)
-    enc = strict.config.encoder(tok)
+    enc = strict.config.encoder(tok)  # what finetune(data=config) encodes the task with
     assert len(enc(strict.train[0])[0]) <= 32
-    with pytest.raises(TrainingError, match=r"max_length 32"):
+    with pytest.raises(
+        TrainingError,
+        match=r"long.jsonl: line 4: \d+ tokens > max_length 32.*Fix: raise max_length",
+    ):
         enc(strict.train[-1])
+
+
+def test_long_rows_fail_at_load_when_the_tokenizer_is_given(tmp_path, tok):
+    rows = [*ROWS[:3], {"prompt": "the quick brown fox " * 20, "response": " four."}]
+    p = write_jsonl(tmp_path / "long.jsonl", rows)
+    cfg = TaskDataConfig(max_length=32, truncation="error", test_fraction=0)
+    with pytest.raises(
+        TrainingError, match=r"long.jsonl: line 4: \d+ tokens > max_length 32.*truncation='left'"
+    ):
+        load_task(p, cfg, tokenizer=tok)
+    lenient = load_task(p, TaskDataConfig(max_length=32, test_fraction=0), tokenizer=tok)
+    ids, labels = lenient.config.encoder(tok)(lenient.train[-1])
+    assert len(ids) == 32 and ids[-1] == tok.eos_token_id and labels[-1] == tok.eos_token_id
+    # An example not read from a file still says which one it is.
+    with pytest.raises(TrainingError, match=r"example [0-9a-f]{16} \(no source\): \d+ tokens"):
+        encode(
+            tok, Example.make("the quick brown fox " * 20, " x"), max_length=8, truncation="error"
+        )
+
+
+def test_origin_is_not_part_of_identity(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cfg = TaskDataConfig(test_fraction=0)
+    a = load_task(write_jsonl(tmp_path / "a" / "t.jsonl", ROWS), cfg)
+    b = load_task(write_jsonl(tmp_path / "b" / "t.jsonl", ROWS[::-1]), cfg)
+    ea = a.train[0]
+    eb = next(e for e in b.train if e.id == ea.id)
+    assert ea.origin == f"{tmp_path / 'a' / 't.jsonl'}: line 1"
+    assert eb.origin == f"{tmp_path / 'b' / 't.jsonl'}: line 20"
+    assert ea == eb and hash(ea) == hash(eb) and ea.id == content_id(ea.prompt, ea.response)
+    assert repr(ea) == repr(Example.make(ea.prompt, ea.response, ea.source))
+    assert a.origins[ea.id] == ea.origin

@@ -125,3 +125,17 @@ def test_deterministic_under_seed():
     for m in (a, b, c):
         consume(m, 60)
     assert a.consumed == b.consumed != c.consumed
+
+
+def test_a_held_out_id_among_valid_ones_is_refused_and_the_old_schedule_stays():
+    mix = mixture(ratio=0.5)
+    consume(mix, 30)
+    before = list(mix.consumed)
+    offered = [(i, 1.0) for i in IDS[:5]] + [(IDS[20], 0.0)]  # even with weight 0
+    with pytest.raises(TrainingError, match=rf"held-out example {IDS[20]}"):
+        mix.switch(offered, at_position=30)
+    with pytest.raises(TrainingError, match=r"held-out"):
+        mixture(schedule=[(i, 1.0) for i in IDS])  # the whole pool, held-out part included
+    assert mix.schedule_ids == tuple(IDS[:20]) and mix.consumed == before
+    consume(mix, 90)
+    assert mix.consumed and not set(mix.consumed) & HELDOUT

@@ -93,3 +93,25 @@ def test_load_refusals(tmp_path, tok):
     ):
         load_model(tmp_path / "pickle")
     assert TINY["num_hidden_layers"] == 2
+
+
+def test_remote_code_is_refused_unless_asked(tmp_path, tok):
+    import json
+
+    d = tmp_path / "custom"
+    save_model(tiny_model(tok), tok, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "ftctl_custom"
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_custom.CustomConfig",
+        "AutoModelForCausalLM": "modeling_custom.CustomModel",
+    }
+    (d / "config.json").write_text(json.dumps(cfg))
+    marker = tmp_path / "ran"
+    for name in ("configuration_custom.py", "modeling_custom.py"):
+        (d / name).write_text(f"open({str(marker)!r}, 'w').write('x')\nraise SystemExit(3)\n")
+    with pytest.raises(
+        TrainingError, match=r"needs its own code.*Fix: pass trust_remote_code=True"
+    ):
+        load_model(d)
+    assert not marker.exists()  # the directory's code never ran
