@@ -20,8 +20,13 @@ STUDY_OLMO7B_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}  # referenc
 
 
 def _matrix(tracker: Tracker, settings: Settings, min_rows: int) -> AssembledMatrix:
+    """The matrix of rows measured on the current @champion (or its ancestors when too few):
+    rows of different base models are not comparable."""
+    from service.registry import Registry
+
     upstream = load_upstream(settings)
-    got = assemble(tracker, upstream)
+    got = assemble(tracker, upstream, base_version=Registry(tracker).champion().version,
+                   min_rows=min_rows)
     if got.matrix.values.shape[0] < min_rows:
         raise ServiceError(
             f"the forgetting matrix has {got.matrix.values.shape[0]} rows, this needs at least "

@@ -47,14 +47,18 @@ ROUTES = {
 
 @dataclass(frozen=True)
 class DistConfig:
-    """Knobs of the distributed mode. Read from `settings.extra` then env FTCTL_<NAME upper>."""
+    """Knobs of the distributed mode: the `[ftctl.dist]` table of the settings file, overridden by
+    env FTCTL_<NAME upper>. E.g. `schedule_inbox = "*/10 * * * *"`, `max_job_seconds = 86400`."""
 
     result_backend: str = ""
     """Result backend URL; empty = the broker URL."""
     queue_prefix: str = ""
     """Prefix of the queue names (`<prefix>gpu`), to share one Redis between deployments/tests."""
     max_job_seconds: int = 6 * 3600
-    """Longest job expected. Soft limit = this; hard limit = this + 10 min."""
+    """Longest job (or release stage) expected: its soft time limit. Enforced by ftctl itself as
+    well, since Celery's limits do not apply in the solo pool of the gpu workers."""
+    hard_limit_margin: int = 900
+    """Hard limit = max_job_seconds + this: a job still running then (stuck) ends its worker."""
     visibility_timeout: int = 0
     """Redis redelivery timeout of unacked messages; 0 = 2 × max_job_seconds."""
     max_retries: int = 3
@@ -78,6 +82,10 @@ class DistConfig:
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> DistConfig:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        unknown = sorted(set(settings.extra) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ServiceError(f"unknown [ftctl.dist] setting(s) {unknown}; known: "
+                               f"{', '.join(f.name for f in fields(cls))}")
         for f in fields(cls):
             raw = env.get(f"FTCTL_{f.name.upper()}", settings.extra.get(f.name))
             if raw is None:
@@ -145,7 +153,7 @@ def celery_config(settings: Settings, dist: DistConfig) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": dist.visibility},
         "result_backend_transport_options": {"visibility_timeout": dist.visibility},
         "task_soft_time_limit": dist.max_job_seconds,
-        "task_time_limit": dist.max_job_seconds + 600,
+        "task_time_limit": dist.max_job_seconds + dist.hard_limit_margin,
         "task_track_started": True,
         "result_extended": True,
         "result_expires": 30 * 24 * 3600,  # job status is kept a month (MLflow keeps it forever)

@@ -83,13 +83,30 @@ def task_steps(settings: Settings) -> int:
     return settings.steps or int(load_world(settings).base_model_spec.finetune.get("steps", 150))
 
 
-def step_messages(say: Callable[[str], None], label: str, parts: int = 10) -> Callable[..., None]:
-    """A training progress callback (step, total, history entry) that reports every 1/parts."""
+def step_messages(say: Callable[[str], None], label: str, parts: int = 50,
+                  total: int | None = None) -> Callable[..., None]:
+    """A training progress callback (step, total, history entry) reporting "<label>: step i/n,
+    loss x" every 1/parts of the way (the CLI draws bars from it; Celery reports stage + ETA).
+    `total` overrides the trainer's (a warm-up that stops early)."""
 
-    def report(step: int, total: int, entry: dict[str, float] | None = None) -> None:
-        if step == total or step % max(1, total // parts) == 0:
+    def report(step: int, steps: int, entry: dict[str, float] | None = None) -> None:
+        n = total or steps
+        if step >= n or step % max(1, n // parts) == 0:
             loss = f", loss {entry['loss']:.3f}" if entry and "loss" in entry else ""
-            say(f"{label}: step {step}/{total}{loss}")
+            say(f"{label}: step {min(step, n)}/{n}{loss}")
+
+    return report
+
+
+def count_messages(say: Callable[[str], None], label: str, parts: int = 50) -> Callable[[int, int], None]:
+    """A measurement progress callback (done, total) reporting "<label>: step i/n"."""
+    last = {"part": -1}
+
+    def report(done: int, total: int) -> None:
+        part = parts * done // max(total, 1)
+        if part != last["part"] or done >= total:
+            last["part"] = part
+            say(f"{label}: step {done}/{total}")
 
     return report
 
@@ -105,6 +122,7 @@ def train_and_measure(
     probe: Any = None,  # training.finetune.ProbeSpec (in-process only: holds a callback)
     logger: Any = None,
     progress: Callable[..., None] | None = None,
+    measure_progress: Callable[[int, int], None] | None = None,
 ) -> TrainOutcome:
     from service.context import load_upstream, resolve_task
     from training.finetune import CheckpointSpec, ReplaySpec, finetune
@@ -135,7 +153,7 @@ def train_and_measure(
     model = result.model
     test_after = float(np.mean(measure_nll(model, tok, task.test)))
     examples = [upstream.examples[i] for i in spec.measure]
-    after = measure_nll(model, tok, examples) if examples else np.zeros(0)
+    after = measure_nll(model, tok, examples, progress=measure_progress) if examples else np.zeros(0)
     if spec.save_dir:
         Path(spec.save_dir).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{spec.save_dir}.partial-{os.getpid()}"

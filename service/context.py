@@ -69,12 +69,19 @@ def load_world(settings: Settings) -> Any:
         raise ServiceError(f"{e}; choose a world with `ftctl init --world default|study|tiny|smollm2`") from None
 
 
+def heldout_size(settings: Settings, n: int) -> float:
+    """The held-out size in force for an upstream set of n examples (a count or a fraction)."""
+    from forgetting.replay import default_heldout_size
+
+    return settings.heldout or float(default_heldout_size(n))
+
+
 def load_upstream(settings: Settings) -> Upstream:
     from forgetting.replay import heldout_mask
 
     world = load_world(settings)
     up = world.upstream
-    size: float = settings.heldout
+    size = heldout_size(settings, len(up.examples))
     if size >= 1 and size >= len(up.examples):
         raise ServiceError(
             f"heldout={size:g} leaves no upstream example to replay (the set has "

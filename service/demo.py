@@ -56,4 +56,5 @@ def run_demo(settings: Settings, *, n_stats: int = 12,
         releases.append(release_new_task(settings, req, progress=say))
     return {"model_line": settings.model_line, "world": settings.world, "base_version": init["version"],
             "stats": stats, "lowrank": lowrank, "new_task": new_task, "releases": releases,
-            "ui_url": "http://127.0.0.1:5000"}
+            "ui_url": settings.resolved_tracking_uri if settings.tracking_uri.startswith("http")
+            else "http://127.0.0.1:5000"}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.compute import step_messages
+from service.compute import count_messages, step_messages
 from service.context import load_or_measure_nll, load_upstream, load_world
 from service.errors import ServiceError
 from service.jobs import run_job
@@ -49,7 +49,8 @@ def init_line(settings: Settings, *, model_dir: Path | None = None,
         run.log_params({"settings": settings.to_dict(), "model_dir": str(model_dir)})
         # Measure before registering: a failure here leaves a FAILED run and no @champion.
         say(f"measuring the base model's NLL on {upstream.n} upstream examples")
-        nll = load_or_measure_nll(settings, f"run-{run.run_id}", upstream, model_dir)
+        nll = load_or_measure_nll(settings, f"run-{run.run_id}", upstream, model_dir,
+                                  progress=count_messages(say, "measuring the base model"))
         run.log_artifacts(model_dir, "model")
         version = registry.register(run.run_id, "model", {TAG + "parent_version": "none",
                                                           TAG + "task": "base", TAG + "method": "init",

@@ -55,7 +55,8 @@ def evaluate_methods(settings: Settings, *, methods: Sequence[str], k: int, seed
 
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
-    m = assemble(tracker, upstream).matrix
+    m = assemble(tracker, upstream, base_version=Registry(tracker).champion().version,
+                 min_rows=3).matrix
     if m.values.shape[0] < 3:
         raise ServiceError(f"evaluation needs at least 3 full rows, the matrix has "
                            f"{m.values.shape[0]}; collect more with `ftctl stats collect`")

@@ -6,6 +6,7 @@ Stages are deprecated in MLflow; ftctl uses aliases only.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,14 @@ class Registry:
         if cache.exists():
             return cache
         tmp = cache.with_name(cache.name + ".partial")
-        mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)  # a download interrupted before
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp))
+        except (MlflowException, OSError) as e:
+            raise ServiceError(
+                f"the model files of {self.name} version {version.version} cannot be read from "
+                f"{version.source} ({str(e).splitlines()[0][:200]}); restore the artifact store, or "
+                f"`ftctl release rollback` to a version whose files exist") from None
         downloaded = tmp / Path(version.source).name
         downloaded.rename(cache)
         return cache

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from service.compute import finetune_config, replay_steps, task_steps
-from service.context import load_upstream, resolve_task
+from service.context import heldout_size, load_upstream, resolve_task
 from service.errors import ServiceError
 from service.jobs import finished_result, job_id_for, start_job
 from service.registry import Registry
@@ -76,7 +76,8 @@ def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
     job_id = req.job_id or job_id_for(
         "release", task=task.digest, parent=parent.version, method=method, mode=req.mode,
         config=cfg, settings={k: getattr(settings, k) for k in
-                              ("k", "replay_ratio", "temperature", "heldout", "heldout_seed")},
+                              ("k", "replay_ratio", "temperature", "heldout_seed")}
+        | {"heldout": heldout_size(settings, upstream.n)},  # the size in force, not the setting
         digest=upstream.digest, line=settings.model_line, measure_all=req.measure_all,
         register=req.register)
     done = finished_result(tracker, job_id)
@@ -103,6 +104,7 @@ def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
     work = settings.workspace.resolve()
     return {
         "job_id": job_id, "run_id": run.run_id, "task_ref": req.task, "task_name": task.name,
+        "task_digest": task.digest,
         "method": method, "mode": req.mode, "seed": seed, "steps": steps,
         "parent_version": parent.version, "model_dir": str(registry.local_dir(parent)),
         "model_key": model_key(settings, parent), "train_key": key, "digest": upstream.digest,
@@ -139,13 +141,32 @@ def release_new_task(settings: Settings, req: ReleaseRequest,
 
 
 def evaluate_gate(settings: Settings, metrics: dict[str, float], task_loss_before: float,
-                  task_loss_after: float) -> dict[str, Any]:
-    """The release gate: held-out forgetting within the budget, and the task actually learned."""
+                  task_loss_after: float, random_baseline: float | None = None) -> dict[str, Any]:
+    """The release gate: held-out forgetting within the absolute budget (and, when configured,
+    within a multiple of random replay's on the same task), and the task actually learned."""
     reasons = []
     held = metrics.get("heldout_forgetting_mean", float("nan"))
     if not held <= settings.gate_max_heldout_forgetting:
         reasons.append(f"held-out forgetting {held:.4f} > budget {settings.gate_max_heldout_forgetting}")
+    factor = settings.gate_max_relative_to_random
+    if factor > 0:
+        if random_baseline is None:
+            reasons.append("no random-replay release of this task from this parent to compare with: "
+                           "run `ftctl release new-task TASK --method random --no-promote` first")
+        elif not held <= factor * random_baseline:
+            reasons.append(f"held-out forgetting {held:.4f} > {factor:g} x random replay's "
+                           f"{random_baseline:.4f}")
     if settings.gate_require_task_gain and not task_loss_after < task_loss_before:
         reasons.append(f"task loss did not improve ({task_loss_before:.4f} → {task_loss_after:.4f})")
     return {"passed": not reasons, "reasons": reasons, "heldout_forgetting": held,
-            "budget": settings.gate_max_heldout_forgetting}
+            "budget": settings.gate_max_heldout_forgetting, "random_baseline": random_baseline}
+
+
+def random_baseline(tracker: Tracker, task_digest: str, parent_version: int) -> float | None:
+    """Held-out forgetting of the latest finished random-replay release of this task data from
+    this parent (what a relative gate compares with)."""
+    runs = tracker.find_runs({TAG + "kind": "release", TAG + "role": "job", TAG + "method": "random",
+                              TAG + "task_digest": task_digest, TAG + "base_version": str(parent_version)})
+    values = [r.data.metrics.get("heldout_forgetting_mean") for r in runs]
+    values = [v for v in values if v is not None]
+    return float(values[-1]) if values else None

@@ -32,7 +32,8 @@ TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELLED", "REVOKED"})
 STALE = ("error", "finished", "summary", "started", "worker", "attempts", "progress")  # reset on resubmit
 # Settings a submitter may override per job; everything else (paths, URIs) is the workers' own.
 JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
-                 "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting")
+                 "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting",
+                 "gate_max_relative_to_random")
 
 
 def job_overrides(settings: Settings) -> dict[str, Any]:
@@ -102,6 +103,21 @@ class JobStore:
     def end_attempt(self, job_id: str) -> None:
         self.r.delete(self.key("attempts", job_id))
 
+    def mark_stage_done(self, job_id: str, task_id: str) -> None:
+        """A chain stage (this Celery task id) completed; kept as long as the job record."""
+        self.r.sadd(self.key("done", job_id), task_id)
+        self.r.expire(self.key("done", job_id), 30 * 24 * 3600)
+
+    def stage_done(self, job_id: str, task_id: str | None) -> bool:
+        return bool(task_id) and bool(self.r.sismember(self.key("done", job_id), task_id))
+
+    def stop(self, job_id: str, reason: str) -> None:
+        """Fail every later delivery of this job with `reason` (a job its worker had to kill)."""
+        self.r.set(self.key("stop", job_id), reason, ex=30 * 24 * 3600)
+
+    def stopped(self, job_id: str) -> str | None:
+        return self.r.get(self.key("stop", job_id))
+
     def cancel(self, job_id: str) -> None:
         self.r.set(self.key("cancel", job_id), "1", ex=30 * 24 * 3600)
 
@@ -109,7 +125,7 @@ class JobStore:
         return bool(self.r.exists(self.key("cancel", job_id)))
 
     def clear(self, job_id: str) -> None:
-        self.r.delete(self.key("cancel", job_id), self.key("attempts", job_id))
+        self.r.delete(self.key("cancel", job_id), self.key("attempts", job_id), self.key("stop", job_id))
 
     def queue_length(self, queue: str) -> int:
         return int(self.r.llen(queue))
@@ -238,6 +254,8 @@ class RemoteJobs:
         out = dict(record)
         if record.get("state") in ("CANCELLED",):
             state = "CANCELLED"
+        elif record.get("state") == "FAILURE" and state not in TERMINAL:
+            state = "FAILURE"  # ftctl failed it where Celery could not (a worker that had to stop)
         elif state == "PENDING" and record.get("state") not in (None, "PENDING"):
             state = record["state"]  # e.g. a rejected message: the worker wrote the record
         out["state"] = state

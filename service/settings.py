@@ -47,8 +47,9 @@ class Settings:
     """Replay budget: int(|task train| * ratio) + 1 upstream examples."""
     temperature: float = 0.1
     """Replay sampling temperature: p ∝ softmax(predicted forgetting / T)."""
-    heldout: float = 0.25
-    """Held-out upstream examples, never replayed: a count (>= 1) or a fraction (< 1)."""
+    heldout: float = 0.0
+    """Held-out upstream examples, never replayed: a count (>= 1), a fraction (< 1), or 0 = the
+    study's rule (10,000 examples when the set has >= 40,000, else a quarter of it)."""
     heldout_seed: int = 0
     """Seed of the held-out split (a hash of each example id): fixed per model line, so that every
     job of the line is scored on the same never-replayed examples whatever its own seed."""
@@ -67,6 +68,9 @@ class Settings:
     """Gate: mean held-out ΔNLL (nats) of a candidate must not exceed this."""
     gate_require_task_gain: bool = True
     """Gate: the candidate's task test loss must be below its parent's."""
+    gate_max_relative_to_random: float = 0.0
+    """Gate (0 = off): held-out forgetting must not exceed this multiple of a random-replay
+    release of the same task from the same parent, measured earlier (e.g. 1.0: no worse)."""
     workers: int = 2
     """Parallel processes for statistics jobs in-process (one torch thread each)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -90,8 +94,12 @@ class Settings:
                 raise ServiceError(f"{name} must be >= 0 (0 = the world's default), got {getattr(self, name)}")
         if self.workers < 1:
             raise ServiceError(f"workers must be >= 1, got {self.workers}")
-        if self.heldout <= 0:
-            raise ServiceError(f"heldout must be a count >= 1 or a fraction in (0, 1), got {self.heldout}")
+        if self.gate_max_relative_to_random < 0:
+            raise ServiceError(f"gate_max_relative_to_random must be >= 0 (0 = off), got "
+                               f"{self.gate_max_relative_to_random}")
+        if self.heldout < 0:
+            raise ServiceError(f"heldout must be a count >= 1, a fraction in (0, 1) or 0 (auto), "
+                               f"got {self.heldout}")
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -158,7 +166,12 @@ def load_settings(
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ServiceError(f"config file {path} is not valid TOML ({e}); fix or delete it") from None
-        section = data.get("ftctl", data)
+        section = dict(data.get("ftctl", data))
+        dist = section.pop("dist", None)  # [ftctl.dist]: the distributed mode's knobs
+        if dist is not None:
+            if not isinstance(dist, dict):
+                raise ServiceError(f"{path}: [ftctl.dist] must be a table of settings")
+            values["extra"] = dict(dist)
         for k, v in section.items():
             if k not in known:
                 raise ServiceError(
@@ -171,7 +184,7 @@ def load_settings(
     values.update(overrides)
     values["workspace"] = workspace
     typed = {k: _coerce(k, v, known[k].type) for k, v in values.items() if k in known}
-    return Settings(**typed)
+    return Settings(**typed, extra=values.get("extra", {}))
 
 
 def save_settings(settings: Settings, keys: tuple[str, ...] = ("world", "model_line", "method")) -> Path:
@@ -180,9 +193,12 @@ def save_settings(settings: Settings, keys: tuple[str, ...] = ("world", "model_l
     path = settings.workspace / "ftctl.toml"
     existing: dict[str, Any] = {}
     if path.exists():
-        existing = tomllib.loads(path.read_text()).get("ftctl", {})
+        existing = dict(tomllib.loads(path.read_text()).get("ftctl", {}))
+    dist = existing.pop("dist", None)  # kept as it is: `ftctl init` decides none of it
     existing.update({k: getattr(settings, k) for k in keys})
     lines = ["[ftctl]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(existing.items())]
+    if dist:
+        lines += ["", "[ftctl.dist]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(dist.items())]
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)

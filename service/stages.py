@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from service.compute import TrainSpec, replay_steps, step_messages, train_and_measure
+from service.compute import (
+    TrainSpec,
+    count_messages,
+    replay_steps,
+    step_messages,
+    train_and_measure,
+)
 from service.context import Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.jobs import end_job
 from service.matrixstore import assemble
@@ -149,7 +155,8 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
 
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
-    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]))
+    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]),
+                                 progress=count_messages(say, "measuring the parent model"))
     task_name = state["task_name"]
     if online:
         probes = np.asarray(state["probes"])
@@ -162,7 +169,7 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
                 _spec(settings, state, probes, state["warmup_ids"], checkpoint_dir=state["ckpt_dir"],
                       stop_at=at, checkpoint_every=_every(at)),
                 logger=_logger(tracker, child.run_id),
-                progress=step_messages(say, f"warm-up {task_name}", parts=2))
+                progress=step_messages(say, f"warm-up {task_name}", total=at))
             log_training(child, out)
             state["probe_delta"] = (out.nll_after - before[probes]).tolist()
             state["switch_step"] = at
@@ -183,7 +190,8 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
             _spec(settings, state, measure, [], checkpoint_dir=state["ckpt_dir"] + "-plain",
                   checkpoint_every=_every(state["steps"])),
             logger=_logger(tracker, child.run_id),
-            progress=step_messages(say, f"plain fine-tune {task_name}"))
+            progress=step_messages(say, f"plain fine-tune {task_name}"),
+            measure_progress=count_messages(say, f"measuring {len(measure)} examples"))
         log_training(child, out)
         row = make_row([upstream.ids[i] for i in measure], [upstream.sources[i] for i in measure],
                        before[measure], out.nll_after, heldout=upstream.heldout[measure])
@@ -262,7 +270,8 @@ def train(settings: Settings, state: State, say: Say = _quiet) -> State:
     """gpu: the release's fine-tune with its replay; measure and log its forgetting row."""
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
-    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]))
+    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]),
+                                 progress=count_messages(say, "measuring the parent model"))
     online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
     measure = np.flatnonzero(upstream.heldout)
     if state.get("probes"):
@@ -284,7 +293,8 @@ def train(settings: Settings, state: State, say: Say = _quiet) -> State:
             _spec(settings, state, measure, replay, save_dir=state["save_dir"],
                   checkpoint_every=_every(state["total_steps"]), **extra),
             logger=_logger(tracker, child.run_id),
-            progress=step_messages(say, f"fine-tuning {state['task_name']}"))
+            progress=step_messages(say, f"fine-tuning {state['task_name']}"),
+            measure_progress=count_messages(say, f"measuring {len(measure)} examples"))
         log_training(child, out)
         tracker.finish(child.run_id)
     except BaseException as e:
@@ -325,14 +335,16 @@ def _examples_per_step(settings: Settings, state: State) -> int:
 
 def finish(settings: Settings, state: State, say: Say = _quiet) -> dict[str, Any]:
     """cpu: the gate, the registry, the recorded result; ends the release run FINISHED."""
-    from service.release import evaluate_gate
+    from service.release import evaluate_gate, random_baseline
 
     tracker = Tracker(settings)
     registry = Registry(tracker)
     run = tracker.attach(state["run_id"])
     o = state["outcome"]
     metrics = o["metrics"]
-    gate = evaluate_gate(settings, metrics, o["task_loss_before"], o["task_loss_after"])
+    baseline = (random_baseline(tracker, state["task_digest"], state["parent_version"])
+                if settings.gate_max_relative_to_random > 0 else None)
+    gate = evaluate_gate(settings, metrics, o["task_loss_before"], o["task_loss_after"], baseline)
     run.set_tags({TAG + "gate": "passed" if gate["passed"] else "failed",
                   TAG + "gate_reasons": "; ".join(gate["reasons"]) or "ok"})
     result: dict[str, Any] = {

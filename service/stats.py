@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from service.compute import TrainOutcome, TrainSpec, finetune_config, run_parallel, task_steps
+from service.compute import (
+    TrainOutcome,
+    TrainSpec,
+    count_messages,
+    finetune_config,
+    run_parallel,
+    task_steps,
+)
 from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.errors import ServiceError
 from service.jobs import job_id_for, run_job
@@ -101,7 +108,8 @@ def collect_stats(
     check_digest(settings, parent, upstream)
     tasks = [resolve_task(settings, ref) for ref in task_refs]  # fail fast on an unknown task
     model_dir = registry.local_dir(parent)
-    before = load_or_measure_nll(settings, model_key(settings, parent), upstream, model_dir)
+    before = load_or_measure_nll(settings, model_key(settings, parent), upstream, model_dir,
+                                 progress=count_messages(say, "measuring the champion"))
     settings = settings.replace(steps=task_steps(settings))
     cfg = finetune_config(settings, settings.steps, settings.seed).to_dict()
 

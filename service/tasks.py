@@ -42,6 +42,10 @@ class JobCancelled(ServiceError):
     """The user cancelled the job (`ftctl jobs cancel`)."""
 
 
+class JobTimeout(ServiceError):
+    """The job ran past its soft time limit (max_job_seconds)."""
+
+
 class PoisonJob(ServiceError):
     """A job whose worker died on every delivery: failed for good instead of redelivered forever."""
 
@@ -72,15 +76,21 @@ def job_settings(app: Any, overrides: Any) -> Settings:
 class Progress:
     """The progress callback handed to pipeline functions: result backend + job record + cancel."""
 
-    def __init__(self, task: Any, store: JobStore, job_id: str) -> None:
+    def __init__(self, task: Any, store: JobStore, job_id: str, soft_limit: float | None = None) -> None:
         self.task, self.store, self.job_id = task, store, job_id
         self.t0 = time.monotonic()
         self.stage, self.stage_t0 = task.name.removeprefix("ftctl."), self.t0
+        self.soft_limit = soft_limit
 
     def __call__(self, message: str, step: int | None = None, total: int | None = None) -> None:
         if self.store.cancelled(self.job_id):
             raise JobCancelled(f"job {self.job_id} was cancelled by the user")
         now = time.monotonic()
+        if self.soft_limit is not None and now - self.t0 > self.soft_limit:
+            # Celery's own time limits do not apply in the solo pool gpu workers use.
+            raise JobTimeout(f"job {self.job_id} ran past its soft time limit of {self.soft_limit:.0f} s; "
+                             "raise max_job_seconds ([ftctl.dist] or FTCTL_MAX_JOB_SECONDS) or "
+                             "shorten the job, then `ftctl jobs retry`")
         found = STEP.search(message)  # the pipeline reports "<stage>: step 30/300, loss …"
         if step is None and found:
             step, total = int(found["step"]), int(found["total"])
@@ -112,27 +122,63 @@ class Heartbeat(threading.Thread):
                 log.warning("heartbeat of job %s failed: %s", self.job_id, e)
 
 
+def _hard_limit(store: JobStore, job_id: str, seconds: float) -> threading.Timer:
+    """Past the hard limit a job is stuck (it stopped reporting progress): record why, make the
+    redelivery stop at once (cancel flag), and end the process — the only way to stop a stuck
+    thread in the solo pool, where Celery's own time limits do not apply."""
+
+    def expire() -> None:
+        why = f"job {job_id} exceeded its hard time limit of {seconds:.0f} s and its worker was stopped"
+        log.error(why)
+        try:
+            store.update(job_id, state="FAILURE", error=why, finished=time.time())
+            store.stop(job_id, why)
+        finally:
+            os._exit(70)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    return timer
+
+
 def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
             *, tracked: bool = True, last: bool = True) -> dict[str, Any]:
     """Run `work` at most once at a time per job id, idempotently; see the module docstring.
 
     tracked: look the job id up in MLflow first (finished → its result; RUNNING runs of a dead
     worker → FAILED). A staged release does that in its first stage itself. last: this task ends
-    the job (record SUCCESS); a stage in the middle of a chain only reports that it is done.
+    the job (record SUCCESS); a stage in the middle of a chain only reports that it is done, and a
+    redelivered copy of a stage that already completed is dropped (its chain went on already).
     """
+    from celery.exceptions import Ignore
+
     app = task.app
     dist = app.ftctl_dist
     store = JobStore.for_app(app)
     if store.cancelled(job_id):
         raise JobCancelled(f"job {job_id} was cancelled by the user before it started")
+    stopped = store.stopped(job_id)
+    if stopped:
+        raise JobTimeout(f"{stopped}; not retrying it: fix the cause, then `ftctl jobs retry {job_id}`")
     owner = f"{task.request.hostname or socket.gethostname()}/{os.getpid()}/{task.request.id}"
     period = dist.heartbeat_seconds
     if not store.acquire(job_id, owner, 3 * period):
         holder = store.lock_owner(job_id)
         store.update(job_id, message=f"waiting: already running on {holder}")
-        raise task.retry(countdown=period, max_retries=None)
+        # Bounded: longer than the holder can live (its hard limit), then the copy is dropped.
+        cap = (dist.max_job_seconds + dist.hard_limit_margin) // period + 1
+        if task.request.retries >= cap:
+            log.warning("job %s: dropping a redelivered copy; %s held the lock throughout", job_id, holder)
+            raise Ignore()
+        raise task.retry(countdown=period, max_retries=cap)
+    if not last and store.stage_done(job_id, task.request.id):
+        store.release(job_id, owner)
+        log.info("job %s: %s already completed (a redelivered copy); dropped", job_id, task.name)
+        raise Ignore()
     beat = Heartbeat(store, job_id, owner, period)
     beat.start()
+    hard = _hard_limit(store, job_id, dist.max_job_seconds + dist.hard_limit_margin)
+    hard.start()
     clean = False
     try:
         attempts = store.start_attempt(job_id)
@@ -150,11 +196,12 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
                 clean = True
                 store.update(job_id, state="SUCCESS", message="already finished: recorded result")
                 return done
-        result = work(Progress(task, store, job_id))
+        result = work(Progress(task, store, job_id, soft_limit=dist.max_job_seconds))
         clean = True
         if last:
             store.update(job_id, state="SUCCESS", message="finished", finished=time.time())
         else:
+            store.mark_stage_done(job_id, task.request.id)
             store.update(job_id, state="PROGRESS", message=f"{task.name.removeprefix('ftctl.')} done")
         return result
     except Retry:
@@ -167,6 +214,7 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
         raise
     finally:
         beat.stopped.set()
+        hard.cancel()
         if clean:
             store.end_attempt(job_id)
         store.release(job_id, owner)

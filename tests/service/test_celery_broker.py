@@ -173,3 +173,31 @@ def test_redis_killed_with_jobs_queued_loses_none(tmp_path: Path) -> None:
         assert c.jobs().wait(late, timeout=120)["steps"] == 1
         assert all(len(runs_of(c, j)) == 1 for j in [*queued, late])
         assert json.loads(json.dumps(c.jobs().list()))  # records are plain JSON
+
+
+def test_time_limits_hold_in_the_solo_pool(tmp_path: Path) -> None:
+    # Celery's own time limits do not apply in the solo pool: ftctl enforces them. A job that
+    # keeps reporting stops at its soft limit; one stuck past the hard limit ends its worker, and
+    # the redelivered message is failed at once instead of hanging the next worker too.
+    from service.errors import ServiceError
+
+    require_redis()
+    # Limits with headroom for a loaded CI machine (the MLflow store opens inside the limit).
+    with cluster(tmp_path, FTCTL_MAX_JOB_SECONDS="20", FTCTL_HARD_LIMIT_MARGIN="10",
+                 FTCTL_VISIBILITY_TIMEOUT="3") as c:
+        gpu = c.worker("gpu", name="gpu-a")
+        jobs = c.jobs()
+        soft = jobs.submit_diagnose(seconds=90, steps=180)
+        with pytest.raises(ServiceError, match="soft time limit of 20 s"):
+            jobs.wait(soft["job_id"], timeout=120)
+        stuck = jobs.submit_diagnose(seconds=120, steps=1)  # no progress for two minutes
+        wait_for(lambda: gpu.poll() is not None, 120, "the stuck job's worker to stop itself")
+        assert gpu.returncode == 70
+        j = jobs.show(stuck["job_id"])
+        assert j["state"] == "FAILURE" and "hard time limit of 30 s" in j["error"]
+        c.worker("gpu", name="gpu-b")  # gets the redelivered message: fails it, keeps serving
+        wait_for(lambda: "Task ftctl.diagnose" in c.log("gpu-b"), 60, "the redelivery")
+        j = jobs.show(stuck["job_id"])
+        assert j["state"] == "FAILURE" and "hard time limit" in j["error"] and "jobs retry" in j["error"]
+        ok = jobs.submit_diagnose(seconds=0.2, steps=2)
+        assert jobs.wait(ok["job_id"], timeout=60)["steps"] == 2

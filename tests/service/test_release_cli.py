@@ -237,3 +237,20 @@ def test_failed_job_leaves_a_failed_run_with_the_reason(ws: Path) -> None:
     failed = t.find_runs({TAG + "kind": "stats", TAG + "task": "wn_verb_motion"}, status="FAILED")
     assert len(failed) == 1 and failed[0].data.tags[TAG + "failure"]
     assert matrix_rows(ws) == 3
+
+
+def test_json_errors_and_missing_model_files(ws: Path) -> None:
+    code, out, err = ftctl(ws, "release", "new-task", "no_such_task", "--json")
+    assert code == 1 and "unknown task" in json.loads(out)["error"]  # one document, errors too
+    from service.registry import Registry
+
+    registry = Registry(tracker(ws))
+    source = Path(registry.champion().source.removeprefix("file://"))
+    moved = source.with_name("moved-away")
+    source.rename(moved)
+    try:
+        code, _, err = ftctl(ws, "stats", "collect", "wn_verb_change")
+        assert code == 1 and "cannot be read" in err and "rollback" in err and "Traceback" not in err
+    finally:
+        moved.rename(source)
+    assert matrix_rows(ws) == 3
