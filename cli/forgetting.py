@@ -68,7 +68,7 @@ def _show_eval(r: dict[str, Any]) -> None:
 @handle_errors
 def predict(
     task: Annotated[str, typer.Argument(help="Embedded task name or task data path.")],
-    method: Annotated[str, typer.Option(help="Completion method.")] = "mf",
+    method: Annotated[str, typer.Option(help="Completion method; default from settings (FTCTL_METHOD).")] = "",
     k: Annotated[int | None, typer.Option(help="Probes to measure; default from settings.")] = None,
     top: Annotated[int, typer.Option(help="How many of the most-forgotten predictions to show.")] = 20,
     as_json: JsonOpt = False,
@@ -77,7 +77,8 @@ def predict(
     """Predict which upstream examples a task will make the model forget, from k probes."""
     from service.predict import predict_task
 
-    r = predict_task(settings(k=k), task, method=method, top=top, progress=say)
+    s = settings(k=k)
+    r = predict_task(s, task, method=method or _completion_method(s), top=top, progress=say)
     r.pop("predicted")
     emit(r, as_json, _show_predict)
 
@@ -97,14 +98,22 @@ def _show_predict(r: dict[str, Any]) -> None:
 def recommend(
     task: Annotated[str, typer.Argument(help="Embedded task name or task data path.")],
     budget: Annotated[int, typer.Option(help="Upstream examples to replay.")] = 10,
-    method: Annotated[str, typer.Option(help="Completion method.")] = "mf",
+    method: Annotated[str, typer.Option(help="Completion method; default from settings (FTCTL_METHOD).")] = "",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Which upstream examples to replay while fine-tuning a task (never the held-out set)."""
     from service.predict import recommend_replay
 
-    r = recommend_replay(settings(), task, method=method, budget=budget, progress=say)
+    s = settings()
+    r = recommend_replay(s, task, method=method or _completion_method(s), budget=budget, progress=say)
     emit(r, as_json, lambda d: table(f"replay for {d['task']} ({d['method']}, T={d['temperature']})",
                                      ["example", "source", "predicted ΔNLL", "weight"],
                                      [[x["example_id"], x["source"], x["predicted"], x["weight"]] for x in d["replay"]]))
+
+
+def _completion_method(s: Any) -> str:
+    """The settings' method when it is a completion method (not a replay baseline), else mf."""
+    from forgetting.completion import METHODS
+
+    return s.method if s.method in METHODS else "mf"

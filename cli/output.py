@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -25,9 +26,60 @@ def console() -> Any:
     return Console(stderr=True, highlight=False)
 
 
+# "<label>: step 30/300, loss 1.234" — what the pipeline reports for training and measurement.
+STEP = re.compile(r"^(?P<label>.+?): step (?P<step>\d+)/(?P<total>\d+)(?P<rest>.*)$")
+
+
+class _Reporter:
+    """Progress for humans on stderr: a live bar per training / measurement / pre-training on a
+    terminal; elsewhere (CI logs, pipes) a line at every tenth of the way. Other messages are
+    printed as lines (above the bars)."""
+
+    def __init__(self) -> None:
+        self.progress: Any = None
+        self.bars: dict[str, Any] = {}
+        self.tenths: dict[str, int] = {}
+
+    def __call__(self, message: str) -> None:
+        c = console()
+        m = STEP.match(message)
+        if m is None:
+            (self.progress.console if self.progress else c).print(message, markup=False)
+            return
+        label, step, total = m["label"], int(m["step"]), max(1, int(m["total"]))
+        if not c.is_terminal:
+            tenth = 10 * step // total
+            if tenth != self.tenths.get(label):
+                self.tenths[label] = tenth
+                c.print(message, markup=False)
+            return
+        if self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rest]}"), TimeRemainingColumn(),
+                                     console=c, transient=False)
+            self.progress.start()
+        if label not in self.bars:
+            self.bars[label] = self.progress.add_task(label, total=total, rest="")
+        self.progress.update(self.bars[label], completed=step, total=total, rest=m["rest"].lstrip(", "))
+        if step >= total and all(t.finished for t in self.progress.tasks):
+            self.progress.stop()
+            self.progress, self.bars = None, {}
+
+
+_REPORTER = _Reporter()
+
+
 def say(message: str) -> None:
-    """A progress line for humans (stderr, so --json stdout stays parseable)."""
-    console().print(message, markup=False)
+    """Progress for humans (stderr, so --json stdout stays parseable): see _Reporter."""
+    _REPORTER(message)
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], None] | None = None) -> None:
@@ -72,7 +124,11 @@ def handle_errors(fn: F) -> F:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if not known:
                 msg = f"{type(e).__name__}: {msg} (rerun with --debug for the traceback)"
+            if _REPORTER.progress is not None:
+                _REPORTER.progress.stop()
             console().print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+            if kwargs.get("as_json"):  # --json promises one document on stdout, errors included
+                sys.stdout.write(json.dumps({"error": msg}) + "\n")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
