@@ -20,6 +20,9 @@ def collect(
     all_tasks: Annotated[bool, typer.Option("--all", help="Every task of the embedded world.")] = False,
     workers: Annotated[int | None, typer.Option(help="Parallel processes (one torch thread each); default from settings.")] = None,
     steps: Annotated[int | None, typer.Option(help="Fine-tuning steps per task; default from settings.")] = None,
+    remote: Annotated[bool, typer.Option(help="Submit one job per task to the Celery workers (FTCTL_BROKER_URL).")] = False,
+    shards: Annotated[int, typer.Option(help="With --remote: split each row's measurement across this many gpu workers.")] = 1,
+    wait: Annotated[bool, typer.Option(help="With --remote: follow the jobs until they end.")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -34,6 +37,17 @@ def collect(
         refs += [t for t in load_world(s).tasks if t not in refs]
     if not refs:
         raise ServiceError("no task given; name tasks (see `ftctl world list`) or pass --all")
+    if (shards != 1 or wait) and not remote:
+        raise typer.BadParameter("--shards and --wait are for remote jobs; add --remote")
+    if remote:
+        from service.remote import RemoteJobs
+
+        jobs = RemoteJobs(s)
+        submitted = [jobs.submit_stats(ref, shards=shards) for ref in refs]
+        results = [jobs.wait(j["job_id"], progress=say) for j in submitted] if wait else submitted
+        emit(results, as_json, _show if wait else lambda rs: [say(
+            f"submitted {r['job_id']} ({'new' if r['submitted'] else 'already queued'})") for r in rs])
+        return
     results = collect_stats(s, refs, progress=say, workers=workers)
     emit(results, as_json, _show)
     if any("error" in r for r in results):

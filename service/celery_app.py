@@ -38,6 +38,7 @@ GPU, CPU = "gpu", "cpu"
 # Which queue each task kind goes to: GPU for anything that runs the model, CPU for the rest.
 ROUTES = {
     "ftctl.release_warmup": GPU, "ftctl.release_train": GPU, "ftctl.stats": GPU,
+    "ftctl.stats_train": GPU, "ftctl.stats_shard": GPU, "ftctl.stats_merge": CPU,
     "ftctl.measure_shard": GPU, "ftctl.diagnose": GPU,
     "ftctl.release_begin": CPU, "ftctl.release_predict": CPU, "ftctl.release_finish": CPU,
     "ftctl.merge_shards": CPU, "ftctl.refit": CPU, "ftctl.inbox_scan": CPU,

@@ -173,15 +173,18 @@ def _pool_entry(spec: TrainSpec) -> TrainOutcome:
 
 
 def run_parallel(specs: list[TrainSpec], workers: int,
-                 on_done: Callable[[int, TrainOutcome | BaseException], None]) -> None:
+                 on_done: Callable[[int, TrainOutcome | BaseException], None],
+                 progress: Callable[[int], Callable[..., None]] | None = None) -> None:
     """Run specs in `workers` spawned processes (torch is not fork-safe), calling `on_done` in
     this process as each finishes — with the outcome, or the exception that ended it, so one
-    bad task does not take the others down.
+    bad task does not take the others down. `progress(i)` gives spec i's step callback when the
+    specs run in this process (a callback does not cross into a worker process).
     """
     if workers <= 1 or len(specs) <= 1:
         for i, s in enumerate(specs):
             try:
-                outcome: TrainOutcome | BaseException = train_and_measure(s)
+                outcome: TrainOutcome | BaseException = train_and_measure(
+                    s, progress=progress(i) if progress else None)
             except Exception as e:
                 outcome = e
             on_done(i, outcome)

@@ -208,14 +208,18 @@ class RemoteJobs:
         request["job_id"] = job_id
         return self._send(job_id, "release", {"request": request, "overrides": overrides})
 
-    def submit_stats(self, task_ref: str) -> dict[str, Any]:
+    def submit_stats(self, task_ref: str, shards: int = 1) -> dict[str, Any]:
+        """A statistics job; with shards > 1 its measurement is split across the gpu workers."""
         from service.jobs import job_id_for
 
+        if shards < 1:
+            raise ServiceError(f"shards must be >= 1, got {shards}")
         overrides = job_overrides(self.settings)
         job_id = job_id_for("stats-remote", task=task_ref, data=content_digest(task_ref),
                             overrides=overrides, line=self.settings.model_line,
                             champion=self._champion_version())
-        return self._send(job_id, "stats", {"task_ref": task_ref, "overrides": overrides})
+        return self._send(job_id, "stats", {"task_ref": task_ref, "overrides": overrides,
+                                            "shards": shards})
 
     def submit_measure(self, version: int = 0, shards: int = 2) -> dict[str, Any]:
         """Sharded NLL measurement of a version on the whole upstream set (merged into one row)."""
@@ -345,7 +349,14 @@ def build_canvas(app: Any, kind: str, job_id: str, args: dict[str, Any], task_id
                      .set(task_id=f"{task_id}-begin"), *stages,
                      t["ftctl.release_finish"].s(job_id, ov).set(task_id=task_id))
     if kind == "stats":
-        return t["ftctl.stats"].si(job_id, args["task_ref"], args["overrides"]).set(task_id=task_id)
+        n, ov = int(args.get("shards", 1)), args["overrides"]
+        if n <= 1:
+            return t["ftctl.stats"].si(job_id, args["task_ref"], ov).set(task_id=task_id)
+        # gpu fine-tune → n gpu shards (each handed the fine-tune's state) → one cpu merge.
+        shards = group(t["ftctl.stats_shard"].s(job_id, i, n, ov).set(task_id=f"{task_id}-shard{i}")
+                       for i in range(n))
+        return chain(t["ftctl.stats_train"].si(job_id, args["task_ref"], ov).set(task_id=f"{task_id}-train"),
+                     chord(shards, t["ftctl.stats_merge"].s(job_id, ov).set(task_id=task_id)))
     if kind == "measure":
         # One flat group of shards + one merge task (no nested chords: celery#5229, #9674).
         n = args["shards"]

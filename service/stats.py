@@ -19,11 +19,12 @@ from service.compute import (
     count_messages,
     finetune_config,
     run_parallel,
+    step_messages,
     task_steps,
 )
 from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.errors import ServiceError
-from service.jobs import job_id_for, run_job
+from service.jobs import end_job, job_id_for, start_job
 from service.registry import Registry, Version
 from service.rows import log_row, make_row
 from service.settings import Settings
@@ -130,37 +131,48 @@ def collect_stats(
                        num_threads=1 if (workers or settings.workers) > 1 else None)
              for i, _ in pending]
 
+    # Every job's run opens before its fine-tune (RUNNING: visible in the UI while it trains; a
+    # process that dies leaves it RUNNING, and the next attempt of the job marks it interrupted).
+    runs: dict[int, RunHandle] = {}
+    for j, (i, job_id) in enumerate(pending):
+        task = tasks[i]
+        tags = {**stats_tags(task, upstream, parent),
+                TAG + "train_key": train_key(settings, task, parent, upstream)}
+        runs[j] = start_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}", tags=tags)
+        runs[j].log_params({"settings": settings.to_dict(), "finetune": cfg, "task": task.name})
+        log_inputs(runs[j], task, upstream)
+
     def on_done(j: int, outcome: TrainOutcome | BaseException) -> None:
         i, job_id = pending[j]
-        task = tasks[i]
-
-        def body(run: RunHandle) -> dict[str, Any]:
-            run.log_params({"settings": settings.to_dict(), "finetune": cfg, "task": task.name})
+        task, run = tasks[i], runs[j]
+        try:
             if isinstance(outcome, BaseException):
                 raise ServiceError(f"statistics job for {task.name} failed: {outcome}")
-            log_inputs(run, task, upstream)
             log_training(run, outcome)
             row = make_row(upstream.ids, upstream.sources, before, outcome.nll_after,
                            heldout=upstream.heldout)
             metrics = log_row(run, row, upstream.texts, title=f"stats: {task.name}")
-            return {"task": task.name, "family": task.family, "base_version": parent.version,
-                    "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
-                    "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds}
-
-        try:
-            tags = {**stats_tags(task, upstream, parent),
-                    TAG + "train_key": train_key(settings, task, parent, upstream)}
-            results[i] = run_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}",
-                                 tags=tags, body=body)
-            say(f"stats {task.name}: mean ΔNLL {results[i]['forgetting_mean']:+.4f}, "  # type: ignore[index]
-                f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")  # type: ignore[union-attr]
+            results[i] = end_job(run, kind="stats", job_id=job_id, result={
+                "task": task.name, "family": task.family, "base_version": parent.version,
+                "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
+                "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds})
+            say(f"stats {task.name}: mean ΔNLL {metrics['forgetting_mean']:+.4f}, "
+                f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")
         except Exception as e:
+            tracker.fail(run.run_id, e)
             results[i] = {"task": task.name, "error": str(e)}
             say(f"stats {task.name}: FAILED ({e})")
 
     if specs:
         say(f"collecting {len(specs)} statistics rows × {upstream.n} upstream examples "
             f"with {min(workers or settings.workers, len(specs))} worker process(es)")
-        run_parallel(specs, workers or settings.workers, on_done)
+        try:
+            run_parallel(specs, workers or settings.workers, on_done,
+                         progress=lambda j: step_messages(say, f"stats {tasks[pending[j][0]].name}"))
+        except BaseException as e:  # interrupted (Ctrl-C, a cancelled remote job): no run dangles
+            for j, run in runs.items():
+                if results[pending[j][0]] is None:
+                    tracker.fail(run.run_id, e)
+            raise
     return [r for r in results if r is not None]
 

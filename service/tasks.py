@@ -32,6 +32,7 @@ from celery.worker.consumer import Consumer
 from service.errors import ServiceError
 from service.remote import JOB_OVERRIDES, JobStore
 from service.settings import Settings
+from service.sharded import shard_bounds
 
 log = logging.getLogger("ftctl.worker")
 STEP = re.compile(r"step (?P<step>\d+)/(?P<total>\d+)")
@@ -322,6 +323,38 @@ def release_finish(task: Any, state: Any, job_id: str, overrides: dict[str, Any]
 RELEASE_STAGES = (release_warmup, release_predict, release_train, release_finish)
 
 
+def stats_train(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """gpu: a sharded statistics job's fine-tune (its model is logged for the shards)."""
+    from service import sharded
+
+    settings = job_settings(task.app, overrides)
+    return guarded(task, job_id, lambda progress: sharded.train(settings, task_ref, progress),
+                   tracked=False, last=False)
+
+
+def stats_shard(task: Any, state: Any, job_id: str, index: int, count: int,
+                overrides: dict[str, Any]) -> dict[str, Any]:
+    """gpu: before/after NLL of one slice of the upstream set (side-effect free)."""
+    from service import sharded
+
+    settings = job_settings(task.app, overrides)
+    if not isinstance(state, dict) or not ({"run_id", "result"} & set(state)):
+        raise ServiceError("bad arguments: ftctl.stats_shard takes the state of ftctl.stats_train")
+    if JobStore.for_app(task.app).cancelled(job_id):
+        raise JobCancelled(f"job {job_id} was cancelled by the user")
+    return sharded.measure(settings, state, int(index), int(count))
+
+
+def stats_merge(task: Any, shards: Any, job_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """cpu: the shards in order → one forgetting row in the statistics run."""
+    from service import sharded
+
+    settings = job_settings(task.app, overrides)
+    if not isinstance(shards, list):
+        raise ServiceError("bad arguments: ftctl.stats_merge takes the list of shard results")
+    return guarded(task, job_id, lambda progress: sharded.merge(settings, shards, progress), tracked=False)
+
+
 def stats(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """gpu: one statistics job — a full forgetting row for one task on the @champion."""
     from service.stats import collect_stats
@@ -336,13 +369,6 @@ def stats(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> d
 
     # collect_stats derives its own MLflow job id and reuses finished rows itself.
     return guarded(task, job_id, work, tracked=False)
-
-
-def shard_bounds(n: int, index: int, count: int) -> tuple[int, int]:
-    """[start, stop) of shard `index` of `count` over n columns: contiguous, sizes differ by <= 1."""
-    if not 0 <= index < count:
-        raise ServiceError(f"bad arguments: shard {index} of {count} does not exist")
-    return index * n // count, (index + 1) * n // count
 
 
 def measure_shard(task: Any, job_id: str, version: int, index: int, count: int,
@@ -457,7 +483,8 @@ def register(app: Any) -> None:
     job = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "typing": True,
            "autoretry_for": TRANSIENT, "max_retries": dist.max_retries, "retry_backoff": 5,
            "retry_backoff_max": 600, "retry_jitter": True}
-    for fn in (release_begin, *RELEASE_STAGES, stats, measure_shard, merge_shards, diagnose):
+    for fn in (release_begin, *RELEASE_STAGES, stats, stats_train, stats_shard, stats_merge,
+               measure_shard, merge_shards, diagnose):
         app.task(name=f"ftctl.{fn.__name__}", **job)(fn)
     app.task(name="ftctl.echo", bind=True)(echo)
     for fn in (schedule.inbox_scan, schedule.stats_when_idle, schedule.refit):

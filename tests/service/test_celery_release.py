@@ -83,6 +83,26 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         stats = jobs.submit_stats("translate_fra")
         assert jobs.wait(stats["job_id"], timeout=600)["task"] == "translate_fra"
 
+        # 0b. a sharded statistics job: fine-tune on gpu, 3 measurement shards, merge on cpu —
+        # the same MLflow job as an in-process one, so `collect_stats` reuses it.
+        sharded = jobs.submit_stats("py_io", shards=3)
+        res = jobs.wait(sharded["job_id"], timeout=600)
+        assert res["task"] == "py_io" and res["shards"] == 3
+        from service.context import load_or_measure_nll, load_upstream
+        from service.registry import Registry
+        from service.stats import collect_stats, model_key
+
+        s = c.settings()
+        t = tracker(c)
+        row = t.load_row(res["run_id"])
+        up = load_upstream(s)
+        assert row["example_id"].tolist() == up.ids and row["delta"].notna().all()
+        champion = Registry(t).champion()
+        base = load_or_measure_nll(s, model_key(s, champion), up, Registry(t).local_dir(champion))
+        assert abs(row["nll_before"].to_numpy() - base).max() < 1e-4  # the slices line up
+        assert t.get_run(res["run_id"]).data.tags["ftctl.sharded"] == "true"
+        assert collect_stats(s, ["py_io"])[0]["reused"] is True
+
         # 1. the stage chain on both queues, progress followed like `--wait`.
         job = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="additive", steps=4))
         twice = jobs.submit_release(ReleaseRequest(task="bible_gospels", method="additive", steps=4))
@@ -91,17 +111,21 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         result = jobs.wait(job["job_id"], progress=lines.append, timeout=600)
         assert result["version"] == 2 and result["task"] == "bible_gospels"
         assert result["method"] == "additive" and "fell back" not in (result["note"] or "")
-        assert any("fine-tuning bible_gospels" in line for line in lines), lines
+        # Followed through its stages (the poll samples them) to the finish stage's message.
+        assert len(lines) >= 3 and "registered version 2 @candidate" in lines[-1], lines
         wait_for(lambda: jobs.store.get(job["job_id"]).get("summary"), 60, "the cpu finish stage")
         [run] = releases_of(c, job["job_id"])
         assert run.info.status == "FINISHED"
         stages = {r.info.run_name: r.info.status for r in children(c, run.info.run_id)}
         assert stages == {"warm-up": "FINISHED", "predict": "FINISHED", "replay-train": "FINISHED",
                           "measure": "FINISHED"}
-        ran = {q: re.findall(r"Task (ftctl\.release_\w+)\[.*\] succeeded", c.log(w))
+        ran = {q: set(re.findall(r"Task (ftctl\.\w+)\[.*\] succeeded", c.log(w)))
                for q, w in (("gpu", "gpu-a"), ("cpu", "cpu"))}
-        assert set(ran["gpu"]) == {"ftctl.release_warmup", "ftctl.release_train"}
-        assert set(ran["cpu"]) == {"ftctl.release_begin", "ftctl.release_predict", "ftctl.release_finish"}
+        assert ran["gpu"] >= {"ftctl.release_warmup", "ftctl.release_train", "ftctl.stats_train",
+                              "ftctl.stats_shard"}
+        assert ran["cpu"] >= {"ftctl.release_begin", "ftctl.release_predict", "ftctl.release_finish",
+                              "ftctl.stats_merge"}
+        assert not ran["gpu"] & {"ftctl.release_predict", "ftctl.stats_merge"}
 
         # 2. SIGKILL in the middle of fine-tuning; a new worker resumes it from its checkpoint
         # and the job finishes exactly once: one release run, one version, one row.
