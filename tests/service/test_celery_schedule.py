@@ -1,7 +1,7 @@
 """Celery beat + the inbox, for real: `ftctl scheduler` (beat) and a cpu worker on Redis turn a
 dataset dropped into the inbox into a release job from the current @champion, one at a time;
 a second scheduler refuses to start. (The release itself running on a gpu worker is in
-test_celery_release.py, slow.)"""
+test_celery_release.py.)"""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_beat_turns_inbox_items_into_releases_one_at_a_time(tmp_path: Path) -> N
         assert args["parent_version"] == version and args["name"] == "inbox:new_task.jsonl"
         inbox = c.workspace / "inbox"
         assert [p.name for p in (inbox / "processing").iterdir()] == ["new_task.jsonl"]
-        assert jobs.store.queue_length(c.prefix + "gpu") == 1  # waiting for a gpu worker
+        # Its first stage ran on the cpu worker; its fine-tune now waits for a gpu worker.
+        wait_for(lambda: jobs.store.queue_length(c.prefix + "gpu") == 1, 60, "the gpu stage to queue")
 
         # A second item waits while the first release is open ...
         (inbox / "second.task.json").write_text('{"task": "bible_gospels"}')
