@@ -241,19 +241,21 @@ def stats_when_idle(task: Any) -> dict[str, Any]:
 
 
 def refit(task: Any) -> dict[str, Any]:
-    """Refit the completion model on the current matrix; log a snapshot of the matrix and the fit.
+    """Refit the completion model on the current matrix, ahead of the next release.
 
-    Releases fit their completer on the live matrix themselves; this job snapshots the matrix
+    The fit lands in the workspace's completer cache (service.stages.completer), so the next
+    release on this matrix starts from it; the job also snapshots the matrix
     (`matrix/forgetting.npz`) and fails early, on a schedule, if the matrix breaks the method.
     The job id is the set of rows: an unchanged matrix is not refit.
     """
     import tempfile
 
-    from forgetting.completion import make_completer
     from service.context import load_upstream
     from service.jobs import job_id_for, run_job
     from service.matrixstore import assemble
+    from service.predict import make_method
     from service.registry import Registry
+    from service.stages import completer
     from service.tracking import TAG, RunHandle, Tracker
 
     settings = task.app.ftctl_settings
@@ -261,17 +263,17 @@ def refit(task: Any) -> dict[str, Any]:
     champion = Registry(tracker).champion()
     upstream = load_upstream(settings)
     method = settings.method if settings.method not in ("random", "oracle", "none") else "mf"
-    completer = make_completer(method)
-    got = assemble(tracker, upstream, base_version=champion.version, min_rows=completer.min_rows)
+    need = make_method(settings, method, upstream).min_rows
+    got = assemble(tracker, upstream, base_version=champion.version, min_rows=need)
     rows = got.matrix.values.shape[0]
-    if rows < completer.min_rows:
-        return {"action": "skipped", "reason": f"{method} needs {completer.min_rows} rows, the matrix "
+    if rows < need:
+        return {"action": "skipped", "reason": f"{method} needs {need} rows, the matrix "
                 f"has {rows}; the stats schedule grows it"}
     job_id = job_id_for("refit", rows=sorted(r.key for r in got.matrix.rows), method=method)
 
     def body(run: RunHandle) -> dict[str, Any]:
         t0 = time.perf_counter()
-        completer.fit(got.matrix.values)
+        completer(settings, tracker, upstream, method, champion.version)
         seconds = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:
             got.matrix.save(Path(tmp) / "forgetting.npz")

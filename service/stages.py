@@ -61,15 +61,20 @@ def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settin
 
 
 def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
-              parent_version: int, task_name: str) -> tuple[Any, str, str]:
+              parent_version: int, task_name: str = "") -> tuple[Any, str, str]:
     """(fitted completer or None, the method used, a note): the requested method on the rows of
-    the matrix besides this task, or an explained fallback when it has too few rows."""
+    the matrix besides this task, or an explained fallback when it has too few rows.
+
+    Fits are cached by (method, the exact rows, upstream digest) in the workspace: the stages of
+    one release and every release on an unchanged matrix share one fit, and the scheduled refit
+    (service/schedule.py) computes it ahead of the next release.
+    """
     from forgetting.completion import make_completer
     from service.predict import make_method
 
     comp = make_method(settings, method, upstream)
     got = assemble(tracker, upstream, base_version=parent_version, min_rows=comp.min_rows,
-                   exclude_tasks=frozenset({task_name}))
+                   exclude_tasks=frozenset({task_name}) if task_name else frozenset())
     rows, note = got.matrix.values.shape[0], got.note
     if rows < comp.min_rows:
         fallback = "additive" if rows >= make_completer("additive").min_rows else "random"
@@ -78,8 +83,30 @@ def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: 
         method = fallback
         comp = make_completer(fallback) if fallback != "random" else None
     if comp is not None:
-        comp.fit(got.matrix.values)
+        comp = _fit_cached(settings, comp, method, got.matrix, upstream.digest)
     return comp, method, note
+
+
+def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest: str) -> Any:
+    import hashlib
+    import os
+    import pickle
+
+    blob = f"{method}|{digest}|{'|'.join(sorted(r.key for r in matrix.rows))}|{comp.config!r}"
+    path = settings.cache_dir / "completers" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.pkl"
+    if path.exists():
+        try:
+            with path.open("rb") as f:  # written by this workspace's own jobs (below)
+                return pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+            path.unlink(missing_ok=True)  # a stale or torn file: refit
+    comp.fit(matrix.values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(comp, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return comp
 
 
 def _spec(settings: Settings, state: State, measure: np.ndarray, replay_ids: list[str],

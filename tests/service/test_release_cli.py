@@ -95,6 +95,32 @@ def test_evaluate_predict_and_recommend(ws: Path) -> None:
     assert not held & {x["example_id"] for x in rec["replay"]}
 
 
+def test_fits_are_cached_and_the_scheduled_refit_warms_the_cache(ws: Path) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from service.context import load_upstream
+    from service.schedule import refit
+    from service.settings import load_settings
+    from service.stages import completer
+
+    s = load_settings(overrides={"workspace": ws}, env={})
+    cache = s.cache_dir / "completers"
+    before = set(cache.glob("*.pkl")) if cache.exists() else set()
+    # The beat task's body; it reads the worker's settings from its app.
+    out = refit(SimpleNamespace(app=SimpleNamespace(ftctl_settings=s)))
+    assert out["rows"] == 3 and out["method"] == "mf"
+    [new] = set(cache.glob("*.pkl")) - before
+    up = load_upstream(s)
+    a, method, _ = completer(s, tracker(ws), up, "mf", 1)  # a new task: all rows known
+    assert method == "mf" and set(cache.glob("*.pkl")) - before == {new}  # served from the cache
+    cols = np.arange(0, 200, 7)
+    b, _, _ = completer(s, tracker(ws), up, "mf", 1, task_name="translate_fra")  # its row left out
+    assert len(set(cache.glob("*.pkl")) - before) == 2
+    assert not np.allclose(a.fold_in(cols, np.full(cols.size, 0.1)), b.fold_in(cols, np.full(cols.size, 0.1)))
+
+
 def test_release_new_task_registers_and_gates(ws: Path) -> None:
     r = ok_json(ws, "release", "new-task", NEW_TASK, "--method", "mf", "--measure-all", "--k", "20", "--job-id", "rel-deu-1")
     assert r["version"] == 2 and r["method"] in ("mf", "additive")
