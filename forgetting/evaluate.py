@@ -182,7 +182,7 @@ def evaluate(
     results: dict[str, MethodResult] = {}
     for name in cfg.methods:
         kwargs = dict(cfg.method_kwargs.get(name, {}))
-        if name == "semantic" and example_embeddings is not None:
+        if name.startswith("semantic") and example_embeddings is not None:
             kwargs.setdefault("example_embeddings", example_embeddings)
         per_seed: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {s: [] for s in cfg.seeds}
         fit_s, fold_s, n_fold = 0.0, 0.0, 0

@@ -42,9 +42,9 @@ def embeddings(settings: Settings, upstream: Upstream, task_names: Sequence[str]
 def make_method(settings: Settings, method: str, upstream: Upstream) -> Any:
     from forgetting.completion import make_completer
 
-    if method == "semantic":
+    if method.startswith("semantic"):
         ex, _ = embeddings(settings, upstream, [])
-        return make_completer("semantic", example_embeddings=ex)
+        return make_completer(method, example_embeddings=ex)
     return make_completer(method)
 
 
@@ -62,7 +62,7 @@ def evaluate_methods(settings: Settings, *, methods: Sequence[str], k: int, seed
                            f"{m.values.shape[0]}; collect more with `ftctl stats collect`")
     families = [r.extra.get("family", "") for r in m.rows]
     ex_emb = task_emb = None
-    if "semantic" in methods:
+    if any(m.startswith("semantic") for m in methods):
         ex_emb, by_task = embeddings(settings, upstream, [r.task for r in m.rows])
         task_emb = np.stack([by_task[r.task] for r in m.rows])
     cfg = EvalConfig(methods=tuple(methods), k=k, seeds=tuple(seeds), split=split,

@@ -37,7 +37,7 @@ from forgetting.completion.semantic import SemanticCompleter, SemanticConfig
 from forgetting.errors import ForgettingError
 
 METHODS: tuple[str, ...] = ("additive", "knn", "knn_pearson", "mf", "als", "semantic")
-REFERENCE_METHODS: tuple[str, ...] = ("refit", "random")
+REFERENCE_METHODS: tuple[str, ...] = ("refit", "random", "semantic_only")
 
 _REGISTRY: dict[str, tuple[type, Callable[..., Completer], dict[str, Any]]] = {
     "additive": (AdditiveConfig, AdditiveCompleter, {}),
@@ -46,6 +46,8 @@ _REGISTRY: dict[str, tuple[type, Callable[..., Completer], dict[str, Any]]] = {
     "mf": (MFConfig, MFCompleter, {}),
     "als": (ALSConfig, ImplicitALSCompleter, {}),
     "semantic": (SemanticConfig, SemanticCompleter, {}),
+    # The prior approach as the study ran it: similarity alone, no example bias from the matrix.
+    "semantic_only": (SemanticConfig, SemanticCompleter, {"use_bias": False}),
     "refit": (RefitConfig, RefitCompleter, {}),
     "random": (RandomConfig, RandomCompleter, {}),
 }

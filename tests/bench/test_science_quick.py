@@ -27,6 +27,7 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(summary["goals"]) >= {"rank3_r2_at_least_0.7", "best_rmse_at_most_0.85x_additive",
+                                     "f1_20_points_over_semantic_only",
                                      "replay_15pct_below_random_p_0.01", "probes_at_most_1pct_of_full"}
     r = json.loads((out / "results.json").read_text())
 
@@ -39,7 +40,8 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
 
     pred = r["prediction"]
     assert set(pred) == {"main", "k=5", "k=10", "leverage", "family"}
-    assert set(pred["main"]["results"]) == {"additive", "knn", "knn_pearson", "mf", "als", "semantic", "random"}
+    assert set(pred["main"]["results"]) == {"additive", "knn", "knn_pearson", "mf", "als", "semantic",
+                                            "semantic_only", "random"}
     for report in pred.values():
         for res in report["results"].values():
             assert all(finite(res["metrics"][m]["mean"]) for m in
