@@ -236,13 +236,11 @@ def test_corrupt_task_file_fails_clearly(ws: Path, tmp_path: Path) -> None:
 
 
 def test_upstream_digest_mismatch_is_refused(ws: Path) -> None:
-    from service.errors import ServiceError
-    from service.settings import load_settings
-    from service.stats import collect_stats
-
-    s = load_settings(overrides={"workspace": ws, "world": "default"}, env={})
-    with pytest.raises(ServiceError, match="measured on upstream set"):
-        collect_stats(s, ["translate_fra"])
+    # The line was initialised on the tiny world; another world's upstream set is another digest.
+    for args in (["stats", "collect", "translate_fra"], ["release", "new-task", "translate_fra"]):
+        result = runner.invoke(app, ["--workspace", str(ws), *args], env={"FTCTL_WORLD": "default"})
+        assert result.exit_code == 1 and "measured on upstream set" in result.stderr
+        assert "--model-line" in result.stderr and "Traceback" not in result.stderr
     assert matrix_rows(ws) == 3
 
 
@@ -263,6 +261,14 @@ def test_failed_job_leaves_a_failed_run_with_the_reason(ws: Path) -> None:
     failed = t.find_runs({TAG + "kind": "stats", TAG + "task": "wn_verb_motion"}, status="FAILED")
     assert len(failed) == 1 and failed[0].data.tags[TAG + "failure"]
     assert matrix_rows(ws) == 3
+    versions = len(ok_json(ws, "release", "list"))
+    code, _, err = ftctl(ws, "release", "new-task", "wn_verb_motion", "--method", "random")
+    assert code == 1 and "Traceback" not in err
+    [rel] = t.find_runs({TAG + "kind": "release", TAG + "task": "wn_verb_motion"}, status="FAILED")
+    assert rel.data.tags[TAG + "failure"]  # the reason, on the release run
+    stages = t.find_runs({"mlflow.parentRunId": rel.info.run_id}, status=None)
+    assert stages and all(r.info.status == "FAILED" for r in stages if r.info.run_name == "replay-train")
+    assert len(ok_json(ws, "release", "list")) == versions and matrix_rows(ws) == 3
 
 
 def test_json_errors_and_missing_model_files(ws: Path) -> None:
