@@ -2,12 +2,16 @@
 
 Usage::
 
-    ftctl world list [--world default] [--json]   # upstream sources (chunks) and tasks
-    ftctl world build [--out DIR] [--json]        # regenerate the data from the Debian packages
+    ftctl world list [--world default] [--json]        # upstream sources (chunks) and tasks
+    ftctl world show-base [--world default] [--build] [--json]   # the base's convergence curve
+    ftctl world build [--out DIR] [--austen-deb DEB] [--seed 0] [--json]   # from the packages
 
-`list` reads the committed data (no packages, no torch). `build` needs the corpora packages
-installed (see training/world/corpora.py) and writes byte-identical files for identical
-packages: compare the digest it prints with the committed manifest's.
+`list` reads the committed data (no packages, no torch). `show-base` reads `pretrain.json` of
+the world's cached base model in the workspace (`--build` pre-trains it first when missing) and
+prints its upstream NLL curve and whether it converged (the last two evaluations differ by less
+than 1%, see training/world/convergence.py). `build` needs the corpora packages installed (see
+training/world/corpora.py) and writes byte-identical files for identical packages and seed:
+compare the digest it prints with the committed manifest's.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from cli.output import DebugOpt, JsonOpt, emit, handle_errors, say, table
 app = typer.Typer(help="The embedded worlds: real offline corpora, tasks and base models.",
                   no_args_is_help=True)
 
+WorldOpt = Annotated[str, typer.Option(help="World: default, study, tiny or smollm2.")]
+
 
 @app.command("list")
 @handle_errors
 def list_world(
-    world: Annotated[str, typer.Option(help="World: default, study, tiny or smollm2.")] = "default",
+    world: WorldOpt = "default",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -55,17 +61,66 @@ def _show(d: dict[str, Any]) -> None:
           [[t["name"], t["family"], t["train"], t["test"], t["description"]] for t in d["tasks"]])
 
 
+@app.command("show-base")
+@handle_errors
+def show_base(
+    world: WorldOpt = "default",
+    build_missing: Annotated[bool, typer.Option("--build", help="Pre-train the base first if the workspace has none (minutes).")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show the world's base model: its upstream NLL curve and whether pre-training converged."""
+    from cli.common import settings
+    from training.world import load_world
+    from training.world.pretrain import base_model_dir, base_report, ensure_base_model
+
+    w = load_world(world)
+    ws = settings().workspace
+    if build_missing and w.base_model_spec.kind == "scratch" \
+            and not (base_model_dir(w, ws) / "pretrain.json").is_file():
+        from service.compute import step_messages
+
+        say(f"pre-training the base model of world {w.name!r} into {ws} (once)")
+        ensure_base_model(w, ws, progress=step_messages(say, "pre-training"))
+    emit(base_report(w, ws), as_json, _show_base)
+
+
+def _show_base(d: dict[str, Any]) -> None:
+    if not d["built"]:
+        say(f"world {d['world']}: {d['note']}")
+        return
+    say(f"world {d['world']}: base in {d['dir']} ({d['params']:,} parameters, {d['steps']} steps, "
+        f"{d['seconds']} s, {d['tokens_per_s']:,} tokens/s)")
+    if d["upstream_nll_curve"]:
+        table(f"upstream NLL on {d['eval_chunks']} chunks (step 0 = random init)",
+              ["step", "nll"], [[s, v] for s, v in d["upstream_nll_curve"]])
+        verdict = "converged" if d["converged"] else "NOT converged"
+        say(f"{verdict}: last two evaluations differ by {100 * d['relative_change']:.2f}% "
+            f"({d['rule']}); plot: {d['plot']}")
+    else:
+        say(d["note"])
+
+
 @app.command("build")
 @handle_errors
 def build(
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: the package's data dir).")] = None,
+    austen_deb: Annotated[Path | None, typer.Option("--austen-deb", help="The r-cran-janeaustenr .deb (default: newest in . or /tmp).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the upstream shuffle, the task selection and the train/test split (0 = the committed data).")] = 0,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Regenerate the world data from the Debian corpora packages (deterministic)."""
-    from training.world.builder import DATA_DIR, build_world_data
+    from training.world.builder import DATA_DIR, BuildConfig, build_world_data
+    from training.world.corpora import DebianPaths
+    from training.world.tasks import TaskBuildConfig
 
-    manifest = build_world_data(out_dir=out or DATA_DIR, progress=say)
+    if austen_deb is not None and not austen_deb.is_file():
+        raise FileNotFoundError(f"{austen_deb}: no such .deb. Fix: run `apt-get download "
+                                "r-cran-janeaustenr` and pass the file it writes.")
+    cfg = BuildConfig(seed=seed, tasks=TaskBuildConfig(seed=seed),
+                      paths=DebianPaths(austen_deb=str(austen_deb) if austen_deb else None))
+    manifest = build_world_data(cfg, out_dir=out or DATA_DIR, progress=say)
     emit({"out": str(out or DATA_DIR), "digest": manifest["digest"], "pool": manifest["pool"],
-          "tasks": len(manifest["tasks"])}, as_json,
+          "tasks": len(manifest["tasks"]), "packages": manifest["packages"]}, as_json,
          lambda d: say(f"wrote {d['out']}: digest {d['digest']}, {d['tasks']} tasks, pool {d['pool']}"))

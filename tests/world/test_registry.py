@@ -9,7 +9,7 @@ import pytest
 
 from training.world import WORLDS, WorldError, load_world
 from training.world.builder import DATA_DIR, SOURCES, ascii_fold, files_digest
-from training.world.registry import _pool
+from training.world.registry import _pool, _task_rows, llama_params
 
 
 def test_committed_data_matches_its_manifest_digest() -> None:
@@ -19,9 +19,18 @@ def test_committed_data_matches_its_manifest_digest() -> None:
 
 
 def test_loading_is_deterministic_and_balanced() -> None:
-    a, b = load_world("default"), load_world("default")
+    _pool.cache_clear()
+    _task_rows.cache_clear()
+    a = load_world("default")
+    _pool.cache_clear()  # the second load re-reads and re-parses the files
+    _task_rows.cache_clear()
+    b = load_world("default")
+    assert a.upstream is not b.upstream
     assert a.upstream.digest == b.upstream.digest
     assert a.upstream.ids == b.upstream.ids
+    assert {n: [e.id for e in t.train + t.test] for n, t in a.tasks.items()} == {
+        n: [e.id for e in t.train + t.test] for n, t in b.tasks.items()
+    }
     counts = Counter(a.upstream.sources)
     assert set(counts) == set(SOURCES) and len(SOURCES) >= 6
     assert set(counts.values()) == {WORLDS["default"].per_source}
@@ -111,3 +120,20 @@ def test_unknown_world_names_the_fix() -> None:
 def test_missing_data_names_the_fix(tmp_path) -> None:
     with pytest.raises(WorldError, match="ftctl world build"):
         load_world("tiny", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["default", "tiny"])
+def test_parameter_count_matches_the_built_model(name: str) -> None:
+    from training.model import build_model
+
+    arch = dict(WORLDS[name].base.arch)
+    n = sum(p.numel() for p in build_model(arch, seed=0).parameters())
+    assert llama_params(arch) == n
+    assert {"default": 1_115_264, "tiny": 86_176}[name] == n
+    assert ("1.1M" if name == "default" else "86k") in WORLDS[name].description
+
+
+def test_base_specs_are_unchanged() -> None:
+    """The cache keys of the default/study and tiny bases (a changed spec retrains the base)."""
+    assert WORLDS["default"].base.key() == WORLDS["study"].base.key() == "609f7b3ea226"
+    assert WORLDS["tiny"].base.key() == "5937560a7b1e"

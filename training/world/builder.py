@@ -14,8 +14,9 @@ Steps (all deterministic under `BuildConfig.seed`):
 3. train the byte-level BPE on that text;
 4. per source: one token stream (EOS between documents) cut into 128-token chunks, a pool of up
    to `pool_per_source` chunks, each an `Example.text` whose id is its content hash;
-5. write `upstream.jsonl.gz`, `tasks.jsonl.gz` + `tasks-freedict.jsonl.gz` (gzip with mtime 0: byte-identical rebuilds),
-   `tokenizer/` and `manifest.json` (sizes, packages, digest).
+5. write `upstream.jsonl.gz`, `tasks.jsonl.gz` + `tasks-freedict.jsonl.gz` (gzip with mtime 0:
+   byte-identical rebuilds), `tokenizer/`, `manifest.json` (sizes, package versions, digest) and,
+   for an output directory other than the package's, a copy of `LICENSES.md`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ import io
 import json
 import random
 import re
+import shutil
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.world.corpora import DebianPaths, RawCorpora, extract_all, package_versions
+from training.world.corpora import (
+    DebianPaths,
+    RawCorpora,
+    extract_all,
+    find_austen_deb,
+    package_versions,
+)
 from training.world.tasks import Reserved, TaskBuildConfig, TaskSpec, build_tasks
 from training.world.tokenizer import EOS, save_hf_tokenizer, train_bpe
 
@@ -252,8 +260,13 @@ def build_world_data(
         "config": asdict(cfg),
         "pool": counts,
         "tasks": {s.name: len(s.pairs) for s in specs},
-        "packages": package_versions(list(PACKAGES)),
+        "packages": package_versions(
+            list(PACKAGES), {"r-cran-janeaustenr": find_austen_deb(cfg.paths)}
+        ),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    licences = DATA_DIR / "LICENSES.md"  # the licence note travels with every copy of the data
+    if out.resolve() != DATA_DIR.resolve() and licences.is_file():
+        shutil.copyfile(licences, out / "LICENSES.md")
     say(f"wrote {out} (digest {manifest['digest']})")
     return manifest

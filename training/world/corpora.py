@@ -138,18 +138,24 @@ def extract_bible(paths: DebianPaths) -> list[Chapter]:
 
 
 # --------------------------------------------------------------------------------------- Austen
-def _find_austen_deb(paths: DebianPaths) -> str:
+def find_austen_deb(paths: DebianPaths) -> str | None:
+    """The r-cran-janeaustenr .deb: `paths.austen_deb`, else the newest in cwd or /tmp, else None."""
     if paths.austen_deb:
         return paths.austen_deb
     found = sorted(
         glob.glob("r-cran-janeaustenr_*.deb") + glob.glob("/tmp/r-cran-janeaustenr_*.deb")
     )
-    if not found:
+    return found[-1] if found else None
+
+
+def _find_austen_deb(paths: DebianPaths) -> str:
+    deb = find_austen_deb(paths)
+    if deb is None:
         raise WorldError(
             "r-cran-janeaustenr .deb not found: run `apt-get download r-cran-janeaustenr` in the "
             "current directory (or /tmp), or pass DebianPaths(austen_deb=...)."
         )
-    return found[-1]
+    return deb
 
 
 def extract_austen(paths: DebianPaths) -> dict[str, list[str]]:
@@ -346,95 +352,10 @@ def extract_dict_entries(paths: DebianPaths, name: str, package: str) -> list[tu
     return out
 
 
-# --------------------------------------------------------------------------------- Python docs
-_DIRECTIVE = re.compile(
-    r"^\.\. (function|method|class|exception|attribute|data|decorator)::\s+(.+)$"
-)
-
-
-def extract_pydoc(paths: DebianPaths) -> tuple[list[str], list[ApiEntry]]:
-    """(upstream reST documents outside library/, API entries of library/ grouped by chapter)."""
-    root = Path(paths.pydoc_dir)
-    if not (root / "library").is_dir():
-        raise _missing(str(root), "python3.11-doc")
-    docs = []
-    for sub in (
-        "tutorial",
-        "howto",
-        "reference",
-        "faq",
-        "using",
-        "extending",
-        "c-api",
-        "installing",
-    ):
-        for f in sorted((root / sub).rglob("*.rst.txt")):
-            docs.append(f.read_text(encoding="utf-8", errors="replace"))
-    api: list[ApiEntry] = []
-    lib = root / "library"
-    chapter_re = re.compile(r"^\s+(\S+)\.rst\s*$")
-    chapters = [
-        m.group(1)
-        for ln in (lib / "index.rst.txt").read_text().splitlines()
-        if (m := chapter_re.match(ln))
-    ]
-    seen: set[str] = set()
-    for chapter in chapters:
-        ch_file = lib / f"{chapter}.rst.txt"
-        modules = [
-            m.group(1) for ln in ch_file.read_text().splitlines() if (m := chapter_re.match(ln))
-        ]
-        for mod_file in [chapter, *modules]:
-            path = lib / f"{mod_file}.rst.txt"
-            if path.exists() and mod_file not in seen:
-                seen.add(mod_file)
-                api.extend(
-                    _api_entries(chapter, path.read_text(encoding="utf-8", errors="replace"))
-                )
-    return docs, api
-
-
-def _api_entries(area: str, text: str) -> list[ApiEntry]:
-    lines = text.splitlines()
-    module = ""
-    out = []
-    for i, line in enumerate(lines):
-        if line.startswith(".. module::") or line.startswith(".. currentmodule::"):
-            module = line.split("::", 1)[1].strip()
-        m = _DIRECTIVE.match(line)
-        if not m:
-            continue
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and (lines[j].startswith("   ") or not lines[j].strip()):
-            if lines[j].strip().startswith(":") and not body:
-                j += 1
-                continue  # directive options such as :noindex:
-            if not lines[j].strip() and body:
-                break
-            if lines[j].strip():
-                body.append(lines[j].strip())
-            j += 1
-        para = _strip_rst(" ".join(body))
-        sentence = (
-            re.split(r"(?<=[a-z0-9)`'\"])\.\s", para + " ", maxsplit=1)[0].strip().rstrip(".")
-        )
-        name = m.group(2).strip()
-        if module and "." not in name.split("(")[0]:
-            name = f"{module}.{name}"
-        if 15 <= len(sentence) <= 200:
-            out.append(ApiEntry(area, name, sentence + "."))
-    return out
-
-
-def _strip_rst(s: str) -> str:
-    s = re.sub(r":[a-z]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`", r"\1", s)  # :func:`x` -> x
-    s = s.replace("``", "").replace("*", "")
-    return re.sub(r"\s+", " ", s).strip()
-
-
 def extract_all(paths: DebianPaths | None = None) -> RawCorpora:
     """Everything the builder needs, from the installed packages (about 10 s)."""
+    from training.world.pydoc_corpus import extract_pydoc
+
     paths = paths or DebianPaths()
     docs, api = extract_pydoc(paths)
     return RawCorpora(
@@ -450,19 +371,30 @@ def extract_all(paths: DebianPaths | None = None) -> RawCorpora:
     )
 
 
-def package_versions(packages: list[str]) -> dict[str, str]:
-    """Installed Debian package versions (for the manifest); empty where dpkg-query is absent."""
+def _run_stdout(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def package_versions(
+    packages: list[str], debs: dict[str, str | None] | None = None
+) -> dict[str, str]:
+    """Debian package versions (for the manifest); empty where neither dpkg tool can tell.
+
+    An installed package is asked with `dpkg-query`; one used as a downloaded .deb (`debs`:
+    package -> .deb path, e.g. r-cran-janeaustenr, which is unpacked and never installed) is
+    read with `dpkg-deb -f <deb> Version`.
+    """
+    debs = debs or {}
     out = {}
     for p in packages:
-        try:
-            v = subprocess.run(
-                ["dpkg-query", "-W", "-f=${Version}", p],
-                capture_output=True,
-                text=True,
-                check=False,
-                env={**os.environ, "LC_ALL": "C"},
-            ).stdout
-        except OSError:
-            v = ""
-        out[p] = v.strip()
+        v = _run_stdout(["dpkg-query", "-W", "-f=${Version}", p])
+        deb = debs.get(p)
+        if not v and deb:
+            v = _run_stdout(["dpkg-deb", "-f", deb, "Version"])
+        out[p] = v
     return out

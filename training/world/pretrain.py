@@ -13,7 +13,11 @@ cosine decay; AdamW betas 0.9/0.95, weight decay 0.1, clip 1.0) — the same cod
 fine-tuning, so "release 0" is made the way every later release is. The cache key is the pool
 digest (chunks + tokenizer) + a hash of the spec, so a changed spec or rebuilt pool never reuses
 a stale model. It is written to a temporary directory and renamed into place, so a killed build
-leaves no half model behind; `pretrain.json` in the directory records the loss curve.
+leaves no half model behind. `pretrain.json` in the directory records the train-loss curve and
+the upstream NLL curve (`upstream_nll_curve`: [[step, nll], ...] on a fixed sample of 256
+upstream chunks, step 0 = the random init; see training.world.convergence), `pretrain.png` plots
+both, and `base_report` (`ftctl world show-base`) reads them back with the convergence verdict.
+Measuring the curve does not change the trained weights (same bytes with or without it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training.world.errors import WorldError
 from training.world.registry import World
 
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -81,6 +86,7 @@ def ensure_base_model(
     progress: Progress | None = None,
     *,
     num_threads: int | None = None,
+    eval_every: int | None = None,
 ) -> Path:
     """The directory of the world's base model, pre-training (or converting) it on first use.
 
@@ -90,6 +96,8 @@ def ensure_base_model(
     workspace_dir : the cache root; the model lands in `<workspace_dir>/base/<world>-<key>`.
     progress : progress(step, total_steps, history entry) during pre-training.
     num_threads : torch CPU threads for pre-training (None = torch's default).
+    eval_every : steps between two upstream NLL evaluations (None = 50); they never change the
+        weights, so this is not part of the cache key.
     """
     if world.base_model_spec.kind == "smollm2":
         from training.world.smollm2 import ensure_smollm2
@@ -100,19 +108,29 @@ def ensure_base_model(
         return out
     from training.finetune import finetune
     from training.model import build_model, save_model
+    from training.world.convergence import EVAL_EVERY, UpstreamNLLCurve, eval_sample, plot_curves
     from training.world.tokenizer import load_hf_tokenizer
 
     spec = world.base_model_spec
     tok = load_hf_tokenizer(world.tokenizer_dir)
     model = build_model(dict(spec.arch), seed=spec.seed)
     examples = world.pretrain_examples()
+    sample = eval_sample(world)
+    curve = UpstreamNLLCurve(tok, sample, eval_every or EVAL_EVERY, spec.steps)
     t0 = time.perf_counter()
-    res = finetune(model, tok, examples, pretrain_config(world, num_threads), progress=progress)
+    res = finetune(
+        model,
+        tok,
+        examples,
+        pretrain_config(world, num_threads),
+        progress=progress,
+        callbacks=[curve],
+    )
     seconds = time.perf_counter() - t0
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(res.model, tok, tmp)
-    tokens = spec.steps * spec.batch_size * 128
+    tokens = sum(int(h["tokens"]) for h in res.history)  # the real (unpadded) tokens trained on
     record = {
         "world": world.name,
         "spec": spec.__dict__,
@@ -121,10 +139,16 @@ def ensure_base_model(
         "pool_chunks": len(examples),
         "steps": res.steps,
         "seconds": round(seconds, 1),
-        "tokens_per_s": round(tokens / seconds),
+        "tokens": tokens,
+        "eval_seconds": round(curve.seconds, 1),  # included in "seconds", not in tokens_per_s
+        "tokens_per_s": round(tokens / max(seconds - curve.seconds, 1e-9)),
         "loss_curve": loss_curve(res.history),
+        "eval_chunks": len(sample),
+        "eval_every": curve.every,
+        "upstream_nll_curve": curve.curve,
     }
     (tmp / "pretrain.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    plot_curves(record, tmp / "pretrain.png")
     try:
         os.rename(tmp, out)  # atomic; a concurrent builder that won leaves its model in place
     except OSError:
@@ -132,3 +156,56 @@ def ensure_base_model(
         if not (out / "pretrain.json").is_file():
             raise
     return out
+
+
+def base_report(world: World, workspace_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What `pretrain.json` of the world's cached base says, plus the convergence verdict.
+
+    Returns world, dir, built (bool), and when built: params, steps, seconds, tokens_per_s,
+    upstream_nll_curve ([] for a base built before the curve was recorded), converged
+    (True/False; None without a curve), relative_change of the last two evaluations, rule,
+    plot (path of pretrain.png or None) and note (why there is no verdict, if there is none).
+    """
+    from training.world.convergence import RULE, converged, relative_change
+
+    spec = world.base_model_spec
+    if spec.kind != "scratch":
+        raise WorldError(
+            f"world {world.name!r} has a {spec.kind} base, which ftctl converts instead of "
+            "pre-training, so it has no pre-training curve. Fix: use a scratch world "
+            "(default, study or tiny)."
+        )
+    out = base_model_dir(world, workspace_dir)
+    info: dict[str, Any] = {"world": world.name, "dir": str(out), "rule": RULE}
+    rec_path = out / "pretrain.json"
+    if not rec_path.is_file():
+        info.update(
+            built=False,
+            converged=None,
+            upstream_nll_curve=[],
+            note=f"no base model in {out}: build it with `ftctl world show-base --build` "
+            "or `ftctl init`.",
+        )
+        return info
+    rec = json.loads(rec_path.read_text())
+    curve = [(int(s), float(v)) for s, v in rec.get("upstream_nll_curve", [])]
+    rc = relative_change(curve[1:])  # step 0 (random init) is never one of the last two
+    info.update(
+        built=True,
+        params=rec.get("params"),
+        steps=rec.get("steps"),
+        seconds=rec.get("seconds"),
+        tokens_per_s=rec.get("tokens_per_s"),
+        eval_chunks=rec.get("eval_chunks"),
+        loss_curve=rec.get("loss_curve", []),
+        upstream_nll_curve=curve,
+        converged=converged(curve[1:]),
+        relative_change=None if rc is None else round(rc, 5),
+        plot=str(out / "pretrain.png") if (out / "pretrain.png").is_file() else None,
+    )
+    if not curve:
+        info["note"] = (
+            "this base was built before the upstream NLL curve was recorded; rebuild it in a "
+            "fresh workspace (`ftctl --workspace DIR world show-base --build`) to record it."
+        )
+    return info

@@ -46,6 +46,21 @@ _BASE_ARCH: dict[str, Any] = {
 }
 
 
+def llama_params(arch: dict[str, Any]) -> int:
+    """Parameter count of the LLaMA `build_model(arch)` makes (no biases, RMSNorm gains)."""
+    h, ff, n = arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"]
+    heads = arch["num_attention_heads"]
+    kv = arch.get("num_key_value_heads", heads) * (h // heads)
+    layer = 2 * h * h + 2 * h * kv + 3 * h * ff + 2 * h  # q, o; k, v; gate, up, down; 2 norms
+    emb = arch["vocab_size"] * h * (1 if arch.get("tie_word_embeddings") else 2)
+    return emb + n * layer + h  # + the final norm
+
+
+def _size(arch: dict[str, Any]) -> str:
+    n = llama_params(arch)
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
 @dataclass(frozen=True)
 class BaseModelSpec:
     """How the world's release 0 is obtained.
@@ -111,13 +126,23 @@ _SCRATCH_BASE = BaseModelSpec(
     "scratch", _BASE_ARCH, steps=800, batch_size=32, lr=2e-3, warmup_steps=50, finetune=_FT_FULL
 )
 
+_TINY_ARCH = {
+    **_BASE_ARCH,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+}
+
 WORLDS: dict[str, WorldSpec] = {
     "default": WorldSpec(
         280,
         None,
         None,
         _SCRATCH_BASE,
-        description="ftctl's own 1.1M-parameter LLaMA pre-trained on 7 real corpora; N = 1,960.",
+        description=f"ftctl's own {_size(_BASE_ARCH)}-parameter LLaMA pre-trained on 7 real "
+        "corpora; N = 1,960.",
     ),
     "study": WorldSpec(
         450,
@@ -133,21 +158,15 @@ WORLDS: dict[str, WorldSpec] = {
         12,
         BaseModelSpec(
             "scratch",
-            {
-                **_BASE_ARCH,
-                "hidden_size": 32,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "num_key_value_heads": 2,
-                "intermediate_size": 64,
-            },
+            _TINY_ARCH,
             steps=100,
             batch_size=16,
             lr=1e-2,
             warmup_steps=10,
             finetune={**_FT_FULL, "steps": 10, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2},
         ),
-        description="Test-sized: a 70k-parameter model, N = 210, 48/12 examples per task.",
+        description=f"Test-sized: a LLaMA of {_size(_TINY_ARCH)} parameters, N = 210, 48/12 examples "
+        "per task.",
     ),
     "smollm2": WorldSpec(
         20,
@@ -179,10 +198,11 @@ class World:
     data_digest: str  # all data files (manifest "digest")
     pool_digest: str  # the chunk pool + tokenizer: what a scratch base model depends on
     description: str = ""
+    data_dir: Path = DATA_DIR  # where the world's data files were read from
 
     def pretrain_examples(self) -> list[Example]:
         """The whole chunk pool (up to 1,000 chunks per source), for pre-training the base."""
-        return [Example.text(r["text"], r["source"]) for r in _pool(str(DATA_DIR))]
+        return [Example.text(r["text"], r["source"]) for r in _pool(str(self.data_dir))]
 
     def sources(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -282,4 +302,5 @@ def load_world(name: str = "default", data_dir: str | Path | None = None) -> Wor
         meta.get("digest", ""),
         meta.get("pool_digest", ""),
         spec.description,
+        d,
     )
