@@ -73,8 +73,12 @@ def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
     settings = settings.replace(steps=steps, seed=seed)
     ratio = 0.0 if method == "none" else settings.replay_ratio
     cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
+    # Random replay is one draw in offline mode; in online mode it draws again after the warm-up
+    # (the control for the online methods' two plans). Single-draw random jobs keep the id they
+    # had before the online control existed, when random ignored the mode.
+    mode_key = req.mode if method != "random" else ("online-redraw" if req.mode == "online" else "online")
     job_id = req.job_id or job_id_for(
-        "release", task=task.digest, parent=parent.version, method=method, mode=req.mode,
+        "release", task=task.digest, parent=parent.version, method=method, mode=mode_key,
         config=cfg, settings={k: getattr(settings, k) for k in
                               ("k", "replay_ratio", "temperature", "heldout_seed")}
         | {"heldout": heldout_size(settings, upstream.n)},  # the size in force, not the setting

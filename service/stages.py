@@ -130,6 +130,19 @@ def _logger(tracker: Tracker, run_id: str) -> Any:
     return MLFlowLogger(tracking_uri=tracker.uri, run_id=run_id, log_model=False)
 
 
+def _online(state: State) -> bool:
+    """Online mode: a warm-up with random replay, then the method's own plan. For a completion
+    method the plan comes from the probes; for `random` it is a fresh uniform draw — the control
+    that replays as many distinct examples (two draws) as the online methods do."""
+    return state["mode"] == "online" and (state["effective"] in COMPLETION_METHODS
+                                          or state["effective"] == "random")
+
+
+def switch_step(fraction: float, total_steps: int) -> int:
+    """The optimizer step after which the probes are measured (training.probe.ProbeSpec's rule)."""
+    return min(max(1, round(fraction * total_steps)), max(1, total_steps - 1))
+
+
 def _every(steps: int) -> int:
     return max(1, steps // 10)  # a dead worker loses at most a tenth of a fine-tune
 
@@ -173,23 +186,19 @@ def begin(settings: Settings, state: State, say: Say = _quiet) -> State:
 
 def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
     """gpu: the probes' forgetting after the warm-up (online) or after a plain fine-tune."""
-    online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
+    online = _online(state)
     plain = state["method"] == "oracle" or (state["effective"] in COMPLETION_METHODS
                                             and state["mode"] == "offline")
     if not (online or (plain and not state.get("plain_run"))):
         return state
-    from training.finetune import ProbeSpec
-
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
     before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]),
                                  progress=count_messages(say, "measuring the parent model"))
     task_name = state["task_name"]
     if online:
-        probes = np.asarray(state["probes"])
-        at = ProbeSpec(examples=[upstream.examples[i] for i in probes], nll_before=before[probes],
-                       at_fraction=settings.warmup_fraction,
-                       on_probe=lambda *_: []).switch_step(state["total_steps"])
+        probes = np.asarray(state.get("probes") or [], dtype=int)  # random: none to measure
+        at = switch_step(settings.warmup_fraction, state["total_steps"])
         child = _child(tracker, state, "warm-up")
         try:
             out = train_and_measure(
@@ -198,17 +207,19 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
                 logger=_logger(tracker, child.run_id),
                 progress=step_messages(say, f"warm-up {task_name}", total=at))
             log_training(child, out)
-            state["probe_delta"] = (out.nll_after - before[probes]).tolist()
             state["switch_step"] = at
-            child.log_dict({"probe_ids": [upstream.ids[i] for i in probes],
-                            "probe_delta": state["probe_delta"], "at_step": at}, "replay/probes.json")
-            child.log_metrics({"probe_mean_delta": float(np.mean(state["probe_delta"]))})
+            if probes.size:
+                state["probe_delta"] = (out.nll_after - before[probes]).tolist()
+                child.log_dict({"probe_ids": [upstream.ids[i] for i in probes],
+                                "probe_delta": state["probe_delta"], "at_step": at}, "replay/probes.json")
+                child.log_metrics({"probe_mean_delta": float(np.mean(state["probe_delta"]))})
             tracker.finish(child.run_id)
         except BaseException as e:
             tracker.fail(child.run_id, e)
             raise
-        say(f"probes measured after the warm-up ({at} steps): mean ΔNLL "
-            f"{np.mean(state['probe_delta']):+.4f}")
+        if probes.size:
+            say(f"probes measured after the warm-up ({at} steps): mean ΔNLL "
+                f"{np.mean(state['probe_delta']):+.4f}")
         return state
     measure = np.arange(upstream.n) if state["method"] == "oracle" else np.asarray(state["probes"])
     child = _child(tracker, state, "plain-finetune")
@@ -251,8 +262,11 @@ def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
     predicted = None
-    online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
-    if state["effective"] == "random":
+    online = _online(state)
+    if state["effective"] == "random" and online:  # a fresh draw for the rest of the steps
+        ids, weights = sample(np.zeros(upstream.n), state["budget"], upstream, settings, "uniform",
+                              state["seed"] + 1)
+    elif state["effective"] == "random":
         ids, weights = state["warmup_ids"], state["warmup_weights"]
     else:
         if state["method"] == "oracle":
@@ -299,7 +313,7 @@ def train(settings: Settings, state: State, say: Say = _quiet) -> State:
     upstream = load_upstream(settings)
     before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]),
                                  progress=count_messages(say, "measuring the parent model"))
-    online = state["mode"] == "online" and state["effective"] in COMPLETION_METHODS
+    online = _online(state)
     measure = np.flatnonzero(upstream.heldout)
     if state.get("probes"):
         measure = np.union1d(measure, np.asarray(state["probes"]))

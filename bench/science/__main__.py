@@ -39,7 +39,7 @@ class Plan:
     # Strategies run at each budget (None: all). The second budget gets the main contrasts only:
     # the full grid at both would double a multi-hour run for no new question.
     ratio_methods: dict[float, set[str]] = field(default_factory=lambda: {
-        1 / 8: {"random", "oracle", "mf (online)", "mf (offline)", "best (online)"}})
+        1 / 8: {"random", "random (online)", "oracle", "mf (online)", "mf (offline)", "best (online)"}})
 
     @classmethod
     def quick(cls) -> Plan:

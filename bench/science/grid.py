@@ -34,8 +34,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        if self.strategy in ("none", "random", "oracle"):
-            return self.strategy
+        if self.strategy in ("none", "oracle") or (self.strategy == "random" and self.mode == "offline"):
+            return self.strategy  # one draw; "random (online)" draws again after the warm-up
         return f"{self.strategy} ({self.mode})"
 
 
@@ -48,7 +48,8 @@ def plan_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[floa
     for r in ratios:
         for t in tasks:
             for s in seeds:
-                cells = [Cell(t, s, "random", "online", r), Cell(t, s, "oracle", "online", r)]
+                cells = [Cell(t, s, "random", "offline", r), Cell(t, s, "oracle", "online", r),
+                         Cell(t, s, "random", "online", r)]
                 cells += [Cell(t, s, m, "online", r) for m in online]
                 cells += [Cell(t, s, m, "offline", r) for m in offline]
                 allowed = (ratio_methods or {}).get(r)
@@ -135,6 +136,7 @@ def summarize(results: Sequence[dict[str, Any]], ratios: Sequence[float]) -> dic
                 by_label.setdefault(Cell(r["task"], r["seed"], r["strategy"], r["mode"], ratio).label,
                                     {})[(r["task"], r["seed"])] = r
         rand = by_label.get("random", {})
+        rand_online = by_label.get("random (online)", {})
         oracle = by_label.get("oracle", {})
         rows = {}
         for label, cells in by_label.items():
@@ -152,6 +154,14 @@ def summarize(results: Sequence[dict[str, Any]], ratios: Sequence[float]) -> dic
                 row["pair_wins"] = int(np.sum(np.asarray(held) < np.asarray(base)))
                 if label != "random" and len(pairs) >= 2:
                     row["vs_random"] = paired_tests(np.asarray(held), np.asarray(base))
+                # The online methods replay two plans (warm-up + their own): against the random
+                # control that also draws twice, prediction is what differs.
+                twin = sorted(set(cells) & set(rand_online))
+                if label.endswith("(online)") and label != "random (online)" and len(twin) >= 2:
+                    a = np.asarray([cells[p]["heldout_forgetting"] for p in twin])
+                    b = np.asarray([rand_online[p]["heldout_forgetting"] for p in twin])
+                    row["reduction_vs_random_online"] = 1.0 - float(a.sum()) / float(b.sum())
+                    row["vs_random_online"] = paired_tests(a, b)
                 both = [p for p in pairs if p in oracle]
                 if label != "random" and both:
                     gain = sum(rand[p]["heldout_forgetting"] - cells[p]["heldout_forgetting"] for p in both)

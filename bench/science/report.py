@@ -40,7 +40,7 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 
 
 def _strategy_order(labels: list[str]) -> list[str]:
-    first = ["none", "random"]
+    first = ["none", "random", "random (online)"]
     last = ["oracle"]
     mid = sorted(x for x in labels if x not in first + last)
     return [x for x in first if x in labels] + mid + [x for x in last if x in labels]
@@ -73,7 +73,8 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
     if rep:
         key = min(rep, key=lambda r: float(r))  # the study's budget, 1/32
         rows = rep[key]
-        preds = {k: v for k, v in rows.items() if k not in ("none", "random", "oracle") and "vs_random" in v}
+        preds = {k: v for k, v in rows.items()
+                 if k not in ("none", "random", "random (online)", "oracle") and "vs_random" in v}
         if preds:
             best = max(preds, key=lambda k: preds[k]["reduction_vs_random"])
             row = preds[best]
@@ -221,15 +222,17 @@ def markdown(results: dict[str, Any]) -> str:
                 r = rows[label]
                 vs = r.get("vs_random", {})
                 red = r.get("reduction_vs_random")
+                red2 = r.get("reduction_vs_random_online")
                 tab.append([label, r["n"], r["budget"] if label != "none" else 0,
                             f"{_f(r['heldout_mean'], 4)} ± {_f(r['heldout_std'], 4)}",
                             _f(r["task_loss_mean"]), "—" if red is None or label == "random" else f"{100 * red:+.1f}%",
                             f"{r.get('pair_wins', '—')}/{r['n']}" if label not in ("random",) and "pair_wins" in r else "—",
                             _p(vs.get("t_p")), _p(vs.get("wilcoxon_p")),
+                            "—" if red2 is None else f"{100 * red2:+.1f}% (p {_p(r['vs_random_online']['t_p'])})",
                             _f(r.get("share_of_oracle_reduction"), 2)])
             parts.append(f"Budget r = {float(budget):.4g}:\n\n" + _table(
-                ["strategy", "pairs", "replayed", "held-out ΔNLL", "task loss", "vs random",
-                 "wins", "t-test p", "Wilcoxon p", "share of oracle"], tab))
+                ["strategy", "pairs", "plan size", "held-out ΔNLL", "task loss", "vs random",
+                 "wins", "t-test p", "Wilcoxon p", "vs random (online)", "share of oracle"], tab))
         if rep["summary"].get("failed"):
             parts.append(f"{len(rep['summary']['failed'])} release(s) failed and are left out: "
                          + "; ".join(f"{f['task']} {f['strategy']}: {f['error'][:80]}" for f in rep["summary"]["failed"]))

@@ -48,9 +48,10 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
                        ("rmse_x100", "f1_median", "roc_auc_median", "precision_at_0.05", "spearman"))
 
     rep = r["replay"]
-    assert len(rep["cells"]) == 10 and not rep["summary"]["failed"]
+    assert len(rep["cells"]) == 12 and not rep["summary"]["failed"]
     rows = rep["summary"]["budgets"]["0.03125"]
-    assert set(rows) == {"none", "random", "oracle", "mf (online)", "mf (offline)"}
+    assert set(rows) == {"none", "random", "random (online)", "oracle", "mf (online)", "mf (offline)"}
+    assert finite(rows["mf (online)"]["vs_random_online"]["t_p"])
     assert all(finite(v["heldout_mean"]) and finite(v["task_loss_mean"]) for v in rows.values())
     assert all(finite(rows[k]["vs_random"]["t_p"]) for k in ("oracle", "mf (online)", "mf (offline)"))
     assert rows["none"]["budget"] == 0 or rows["none"]["heldout_mean"] > 0

@@ -202,6 +202,30 @@ def test_oracle_and_offline_reuse_the_statistics_fine_tune(ws: Path) -> None:
     assert t.client.get_metric_history(plain.info.run_id, "train/loss")
 
 
+def test_random_replay_online_draws_again_after_the_warm_up(ws: Path) -> None:
+    # The control for the online methods (random warm-up plan, then their own): random replay in
+    # online mode also replays two plans; in offline mode it is one draw for the whole fine-tune.
+    from service.release import ReleaseRequest, release_new_task
+    from service.settings import load_settings
+
+    s = load_settings(overrides={"workspace": ws}, env={})
+    t = tracker(ws)
+    plans = {}
+    for mode in ("online", "offline"):
+        r = release_new_task(s, ReleaseRequest(task="wn_noun_food", method="random", mode=mode,
+                                               parent_version=1, register=False))
+        kids = {c.info.run_name: c for c in
+                t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{r['run_id']}'")}
+        plan = json.loads(Path(t.client.download_artifacts(kids["predict"].info.run_id,
+                                                           "replay/plan.json")).read_text())
+        plans[mode] = (set(kids), plan)
+    names, plan = plans["online"]
+    assert names == {"warm-up", "predict", "replay-train", "measure"}
+    assert plan["warmup_replay_ids"] and plan["warmup_replay_ids"] != plan["replay_ids"]
+    names, plan = plans["offline"]
+    assert "warm-up" not in names and plan["warmup_replay_ids"] is None
+
+
 def test_promote_and_rollback_move_the_champion(ws: Path) -> None:
     assert ok_json(ws, "release", "promote", "2")["champion"] == 2
     assert ok_json(ws, "release", "rollback")["champion"] == 1
