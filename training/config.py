@@ -120,7 +120,8 @@ class FinetuneConfig:
     )
     accelerator: str = _help("'auto', 'cpu' or 'gpu'.", default="auto")
     strategy: str = _help(
-        "Lightning strategy: 'auto' (one device), 'ddp' or 'fsdp' (several GPUs of one machine).",
+        "Lightning strategy: 'auto' (one device), 'ddp' or 'fsdp' (several GPUs of one machine; "
+        "launch the job under torchrun, since Lightning's own launcher re-executes the command).",
         default="auto",
     )
     devices: int = _help("Devices (GPUs, or CPU processes) this job uses.", default=1)
