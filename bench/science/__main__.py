@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("matrix", "lowrank", "prediction", "replay", "cost", "report")
+STAGES = ("matrix", "lowrank", "prediction", "replay", "temperature", "cost", "report")
 PREDICTION_METHODS = ("additive", "knn", "knn_pearson", "mf", "als", "semantic", "semantic_only",
                       "random")
 SWEEP_METHODS = ("additive", "knn_pearson", "mf", "als")
@@ -40,11 +40,16 @@ class Plan:
     # the full grid at both would double a multi-hour run for no new question.
     ratio_methods: dict[float, set[str]] = field(default_factory=lambda: {
         1 / 8: {"random", "random (online)", "oracle", "mf (online)", "mf (offline)", "best (online)"}})
+    # The investigation: how the sampling temperature shapes predicted and oracle replay (r = 1/32).
+    temperatures: tuple[float, ...] = (0.03, 0.3, 1.0)
+    sweep_tasks: int = 5
+    sweep_seeds: tuple[int, ...] = (0, 1)
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
-                   ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={})
+                   ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={},
+                   temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,))
 
 
 def _say(msg: str) -> None:
@@ -190,6 +195,22 @@ class Bench:
                                   "ratios": list(self.plan.ratios), "best_other": best,
                                   "cells": results, "summary": summarize(results, self.plan.ratios),
                                   "wall_seconds_this_invocation": time.perf_counter() - t0}
+
+    def temperature(self) -> None:
+        from bench.science.grid import Cell, run_cells, temperature_summary
+
+        main = self.results.get("replay", {}).get("cells", [])
+        if not main:
+            raise SystemExit("the temperature stage compares with the replay stage: run it first")
+        tasks = self.replay_tasks()[: self.plan.sweep_tasks]
+        r = self.plan.ratios[0]
+        cells = [Cell(t, s, m, "online", r, temp) for temp in self.plan.temperatures for t in tasks
+                 for s in self.plan.sweep_seeds for m in ("mf", "oracle")]
+        self.say(f"temperature: {len(cells)} releases, T in {self.plan.temperatures}")
+        results = run_cells(self.settings, cells, self.workers)
+        self.results["temperature"] = {"tasks": tasks, "seeds": list(self.plan.sweep_seeds),
+                                       "ratio": r, "cells": results,
+                                       "summary": temperature_summary(results, main, r)}
 
     def cost(self) -> None:
         from bench.science.cost import probe_cost

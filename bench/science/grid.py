@@ -29,8 +29,9 @@ class Cell:
     task: str
     seed: int
     strategy: str  # none | random | oracle | a completion method
-    mode: str  # online | offline ("online" for none / random / oracle: they have no mode)
+    mode: str  # online | offline (none / oracle have none; random: one draw, or two when online)
     ratio: float
+    temperature: float = 0.1
 
     @property
     def label(self) -> str:
@@ -61,10 +62,10 @@ def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
     """One release (in this process): the cell's fields plus the release's result or error."""
     from service.release import ReleaseRequest, release_new_task
 
-    s = settings.replace(replay_ratio=cell.ratio)  # the seed travels with the request: the
+    s = settings.replace(replay_ratio=cell.ratio, temperature=cell.temperature)  # the seed: with the request; the
     # held-out set stays the line's own (it is seeded by settings.heldout_seed, not by this seed)
     req = ReleaseRequest(task=cell.task, method=cell.strategy, mode=cell.mode,  # type: ignore[arg-type]
-                         name=f"science:{cell.task}:{cell.label}:r{cell.ratio:g}:s{cell.seed}",
+                         name=f"science:{cell.task}:{cell.label}:r{cell.ratio:g}:T{cell.temperature:g}:s{cell.seed}",
                          register=False, promote=False, measure_all=cell.strategy == "none",
                          seed=cell.seed)
     try:
@@ -170,3 +171,32 @@ def summarize(results: Sequence[dict[str, Any]], ratios: Sequence[float]) -> dic
             rows[label] = row
         out["budgets"][f"{ratio:g}"] = rows
     return out
+
+
+def temperature_summary(sweep: Sequence[dict[str, Any]], main: Sequence[dict[str, Any]],
+                        ratio: float) -> dict[str, Any]:
+    """Held-out forgetting by sampling temperature, against one-draw random replay of the same
+    (task, seed) pairs (uniform sampling does not depend on T; the T = 0.1 cells come from the
+    main grid)."""
+    def ok(r: dict[str, Any]) -> bool:
+        return "error" not in r and r.get("heldout_forgetting") is not None and math.isclose(r["ratio"], ratio)
+
+    rand = {(r["task"], r["seed"]): r["heldout_forgetting"] for r in main
+            if ok(r) and r["strategy"] == "random" and r["mode"] == "offline"}
+    pairs = {(r["task"], r["seed"]) for r in sweep if ok(r)}
+    out: dict[str, Any] = {}
+    for r in [*sweep, *[m for m in main if (m["task"], m["seed"]) in pairs]]:
+        if not ok(r) or (r["task"], r["seed"]) not in rand or r["strategy"] in ("none", "random"):
+            continue
+        label = Cell(r["task"], r["seed"], r["strategy"], r["mode"], ratio).label
+        out.setdefault(f"{r.get('temperature', 0.1):g}", {}).setdefault(label, {})[(r["task"], r["seed"])] = r["heldout_forgetting"]
+    table: dict[str, Any] = {}
+    for t, labels in sorted(out.items(), key=lambda kv: float(kv[0])):
+        table[t] = {}
+        for label, cells in labels.items():
+            keys = sorted(cells)
+            a = np.asarray([cells[k] for k in keys])
+            b = np.asarray([rand[k] for k in keys])
+            table[t][label] = {"n": len(keys), "heldout_mean": float(a.mean()),
+                               "reduction_vs_random": 1.0 - float(a.sum()) / float(b.sum())}
+    return table

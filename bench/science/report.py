@@ -237,6 +237,16 @@ def markdown(results: dict[str, Any]) -> str:
             parts.append(f"{len(rep['summary']['failed'])} release(s) failed and are left out: "
                          + "; ".join(f"{f['task']} {f['strategy']}: {f['error'][:80]}" for f in rep["summary"]["failed"]))
         parts.append("![replay](docs/results/replay.png)")
+    temp = results.get("temperature")
+    if temp and temp.get("summary"):
+        summ = temp["summary"]
+        labels = sorted({lab for rows in summ.values() for lab in rows})
+        rows = [[f"T = {t}", *[("—" if lab not in summ[t] else
+                                f"{100 * summ[t][lab]['reduction_vs_random']:+.1f}% (n={summ[t][lab]['n']})")
+                               for lab in labels]] for t in sorted(summ, key=float)]
+        parts.append(f"**Sampling temperature** (r = {temp['ratio']:g}, tasks {', '.join(temp['tasks'])}, "
+                     f"seeds {temp['seeds']}; held-out forgetting vs one-draw random replay of the same "
+                     "pairs):\n\n" + _table(["", *labels], rows))
     cost = results.get("cost")
     if cost:
         parts.append(f"**Probe cost.** Measuring k = {cost['k']} probes took {cost['probe_measure_seconds']:.3f} s "

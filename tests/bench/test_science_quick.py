@@ -60,11 +60,16 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
               or (c["strategy"] == "mf" and c["mode"] == "offline")]
     assert reused and all("plain fine-tune reused" in (c["note"] or "") for c in reused)
 
+    temp = r["temperature"]["summary"]
+    assert set(temp) == {"0.1", "1"} and len(r["temperature"]["cells"]) == 4
+    assert all(finite(v["reduction_vs_random"]) for rows in temp.values() for v in rows.values())
+    assert set(temp["1"]) == {"mf (online)", "oracle"}
+
     cost = r["cost"]
     assert cost["k"] == 30 and finite(cost["probe_share_of_full"]) and cost["full_measure_seconds"] > 0
     md = (out / "results.md").read_text()
     for heading in ("**Matrix.**", "**Low rank**", "**Prediction**", "**k sweep**", "**Replay.**",
-                    "**Probe cost.**", "**Goals**"):
+                    "**Sampling temperature**", "**Probe cost.**", "**Goals**"):
         assert heading in md
     for png in ("heatmap.png", "r2_by_rank.png", "replay.png", "k_sweep.png"):
         assert (out / png).stat().st_size > 1000
