@@ -93,7 +93,7 @@ def scheduler(
     from service.celery_app import make_app
     from service.errors import ServiceError
     from service.remote import JobStore
-    from service.tasks import Heartbeat
+    from service.guard import Heartbeat
 
     s = settings()
     app = make_app(s)

@@ -9,7 +9,9 @@ same code. Logging happens in the caller, at the edge.
 from __future__ import annotations
 
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,9 @@ class TrainSpec:
     seed: int = 0
     # Later replay schedules from a stream position on (a staged online release's plan).
     switches: list[tuple[int, list[tuple[str, float]]]] = field(default_factory=list)
-    checkpoint_dir: str | None = None  # resumable: <dir>/last.ckpt (training.finetune.CheckpointSpec)
+    checkpoint_dir: str | None = None  # resumable: <dir>/<name>.ckpt (training.checkpoint)
+    checkpoint_name: str = "last"
+    checkpoint_fallback: str | None = None  # start from this one when ours is missing/incompatible
     stop_at: int | None = None  # stop (and checkpoint) after this many of `steps`
     checkpoint_every: int = 0  # also checkpoint every this many steps (a dead worker resumes)
 
@@ -147,7 +151,8 @@ def train_and_measure(
     ckpt = None
     if spec.checkpoint_dir:
         ckpt = CheckpointSpec(spec.checkpoint_dir, every_steps=spec.checkpoint_every,
-                              stop_at=spec.stop_at)
+                              stop_at=spec.stop_at, name=spec.checkpoint_name,
+                              fallback=spec.checkpoint_fallback)
     result = finetune(model, tok, task.train, cfg, replay=replay, probe=probe, logger=logger,
                       progress=progress, checkpoint=ckpt)
     model = result.model
@@ -156,8 +161,9 @@ def train_and_measure(
     after = measure_nll(model, tok, examples, progress=measure_progress) if examples else np.zeros(0)
     if spec.save_dir:
         Path(spec.save_dir).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{spec.save_dir}.partial-{os.getpid()}"
+        tmp = f"{spec.save_dir}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         save_model(model, tok, tmp)
+        shutil.rmtree(spec.save_dir, ignore_errors=True)  # a rerun of this stage saved it before
         os.replace(tmp, spec.save_dir)
     return TrainOutcome(
         measured=np.asarray(spec.measure), nll_after=np.asarray(after, dtype=np.float64),

@@ -91,10 +91,14 @@ class Registry:
         self.client.set_registered_model_alias(self.name, alias, str(version))
         return self.get(version)
 
-    def versions(self) -> list[Version]:
+    def versions(self, strict: bool = False) -> list[Version]:
+        """The line's versions, oldest first. strict: a store error raises (a caller deciding
+        whether to register must not mistake an outage for "no versions")."""
         try:
             found = self.client.search_model_versions(f"name = '{self.name}'")
         except MlflowException:
+            if strict:
+                raise
             return []
         return sorted((self.get(int(mv.version)) for mv in found), key=lambda v: v.version)
 

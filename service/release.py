@@ -81,12 +81,14 @@ def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
         "release", task=task.digest, parent=parent.version, method=method, mode=mode_key,
         config=cfg, settings={k: getattr(settings, k) for k in
                               ("k", "replay_ratio", "temperature", "heldout_seed")}
-        | {"heldout": heldout_size(settings, upstream.n)},  # the size in force, not the setting
+        | {"heldout": heldout_size(settings, upstream.n)}  # the size in force, not the setting
+        | ({"warmup_fraction": settings.warmup_fraction} if settings.warmup_fraction != 0.1 else {}),
         digest=upstream.digest, line=settings.model_line, measure_all=req.measure_all,
         register=req.register)
     done = finished_result(tracker, job_id)
     if done is not None:
         return {"job_id": job_id, "result": done}
+    model_dir = str(registry.local_dir(parent))  # before the run opens: a download can fail
     key = train_key(settings, task, parent, upstream)
     tags = {TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
             TAG + "digest": upstream.digest, TAG + "base_version": str(parent.version),
@@ -110,7 +112,7 @@ def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
         "job_id": job_id, "run_id": run.run_id, "task_ref": req.task, "task_name": task.name,
         "task_digest": task.digest,
         "method": method, "mode": req.mode, "seed": seed, "steps": steps,
-        "parent_version": parent.version, "model_dir": str(registry.local_dir(parent)),
+        "parent_version": parent.version, "model_dir": model_dir,
         "model_key": model_key(settings, parent), "train_key": key, "digest": upstream.digest,
         "measure_all": req.measure_all, "register": req.register, "promote": req.promote,
         "save_dir": str(work / "models" / run.run_id), "ckpt_dir": str(work / "checkpoints" / job_id),

@@ -98,34 +98,40 @@ class JobStore:
     def start_attempt(self, job_id: str) -> int:
         """Count a delivery that started; reset by `end_attempt` when the task exits cleanly, so
         the count is the number of consecutive deliveries whose worker died."""
-        return int(self.r.incr(self.key("attempts", job_id)))
+        n = int(self.r.incr(self.key("attempts", job_id)))
+        self.r.expire(self.key("attempts", job_id), 30 * 24 * 3600)
+        return n
 
     def end_attempt(self, job_id: str) -> None:
         self.r.delete(self.key("attempts", job_id))
 
-    def mark_stage_done(self, job_id: str, task_id: str) -> None:
-        """A chain stage (this Celery task id) completed; kept as long as the job record."""
-        self.r.sadd(self.key("done", job_id), task_id)
+    def mark_stage_done(self, job_id: str, task_id: str, output: Any) -> None:
+        """A chain stage (this Celery task id) completed with `output`: a redelivered copy returns
+        it, so the chain goes on even if the worker died before sending the next stage."""
+        self.r.hset(self.key("done", job_id), task_id, _enc(output))
         self.r.expire(self.key("done", job_id), 30 * 24 * 3600)
 
-    def stage_done(self, job_id: str, task_id: str | None) -> bool:
-        return bool(task_id) and bool(self.r.sismember(self.key("done", job_id), task_id))
+    def stage_output(self, job_id: str, task_id: str | None) -> Any:
+        raw = self.r.hget(self.key("done", job_id), task_id) if task_id else None
+        return None if raw is None else _dec(raw)
 
-    def stop(self, job_id: str, reason: str) -> None:
-        """Fail every later delivery of this job with `reason` (a job its worker had to kill)."""
-        self.r.set(self.key("stop", job_id), reason, ex=30 * 24 * 3600)
+    # Cancel and stop flags belong to one submission (a Celery task id carries its number), so
+    # the stages of an old submission stay cancelled when `ftctl jobs retry` submits a new one.
+    def stop(self, job_id: str, submission: int, reason: str) -> None:
+        """Fail every later delivery of this submission with `reason` (its worker had to stop)."""
+        self.r.set(self.key("stop", f"{job_id}:{submission}"), reason, ex=30 * 24 * 3600)
 
-    def stopped(self, job_id: str) -> str | None:
-        return self.r.get(self.key("stop", job_id))
+    def stopped(self, job_id: str, submission: int) -> str | None:
+        return self.r.get(self.key("stop", f"{job_id}:{submission}"))
 
-    def cancel(self, job_id: str) -> None:
-        self.r.set(self.key("cancel", job_id), "1", ex=30 * 24 * 3600)
+    def cancel(self, job_id: str, submission: int) -> None:
+        self.r.set(self.key("cancel", f"{job_id}:{submission}"), "1", ex=30 * 24 * 3600)
 
-    def cancelled(self, job_id: str) -> bool:
-        return bool(self.r.exists(self.key("cancel", job_id)))
+    def cancelled(self, job_id: str, submission: int) -> bool:
+        return bool(self.r.exists(self.key("cancel", f"{job_id}:{submission}")))
 
     def clear(self, job_id: str) -> None:
-        self.r.delete(self.key("cancel", job_id), self.key("attempts", job_id), self.key("stop", job_id))
+        self.r.delete(self.key("attempts", job_id))
 
     def queue_length(self, queue: str) -> int:
         return int(self.r.llen(queue))
@@ -188,7 +194,12 @@ class RemoteJobs:
             self.store.clear(job_id)
             self.store.r.hdel(self.store.key("job", job_id), *STALE)
             self.store.update(job_id, **{k: v for k, v in fields.items() if k != "job_id"})
-        canvas.apply_async()
+        try:
+            canvas.apply_async()
+        except Exception as e:  # the record must not stay PENDING for a job never queued
+            self.store.update(job_id, state="FAILURE", error=f"could not queue the job: {e}")
+            raise ServiceError(f"could not queue job {job_id} on {_safe(self.settings.broker_url)} "
+                               f"({e}); check the broker, then `ftctl jobs retry {job_id}`") from None
         return {**fields, "submitted": True}
 
     def submit_release(self, req: Any, job_id: str = "") -> dict[str, Any]:
@@ -313,8 +324,9 @@ class RemoteJobs:
         j = self.show(job_id)
         if j["state"] in TERMINAL:
             return {**j, "cancelled": False}
-        self.store.cancel(job_id)
-        self.app.control.revoke(j["task_id"])
+        self.store.cancel(job_id, submission_of(j["task_id"]))
+        for task_id in stage_task_ids(j):  # every queued stage of the chain, not only the last
+            self.app.control.revoke(task_id)
         self.store.update(job_id, state="CANCELLED", message="cancelled by the user")
         return {**self.show(job_id), "cancelled": True}
 
@@ -324,7 +336,30 @@ class RemoteJobs:
         if j["state"] not in ("FAILURE", "CANCELLED", "REVOKED"):
             raise ServiceError(f"job {job_id} is {j['state']}; only failed or cancelled jobs can be "
                                "retried (a finished job id returns its recorded result)")
+        holder = self.store.lock_owner(job_id)
+        if holder:
+            raise ServiceError(f"job {job_id} still runs on {holder} (it stops at its next progress "
+                               "report, or its lock expires if that worker died); retry it after")
         return self._send(job_id, j["kind"], j["args"], resubmit=True)
+
+
+def submission_of(task_id: str | None) -> int:
+    """Submission number of a Celery task id (`<job_id>.<submission>-<nonce>[-<stage>]`)."""
+    try:
+        return int((task_id or "").rsplit(".", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return 0
+
+
+def stage_task_ids(record: dict[str, Any]) -> list[str]:
+    """Every Celery task id of a job's current submission (build_canvas names them)."""
+    tid = record["task_id"]
+    if record.get("kind") == "release":
+        return [tid, *(f"{tid}-{s}" for s in ("begin", "warmup", "predict", "train"))]
+    if record.get("kind") == "stats":
+        n = int((record.get("args") or {}).get("shards", 1))
+        return [tid, f"{tid}-train", *(f"{tid}-shard{i}" for i in range(n))]
+    return [tid]
 
 
 def _task_name(kind: str) -> str:

@@ -140,6 +140,9 @@ def merge(settings: Settings, shards: list[dict[str, Any]], say: Say = lambda _m
     except BaseException as e:
         tracker.fail(state["run_id"], e)
         raise
+    for spent in (settings.workspace.resolve() / "checkpoints" / state["job_id"],
+                  settings.workspace.resolve() / "models" / state["run_id"]):
+        shutil.rmtree(spent, ignore_errors=True)
     return end_job(run, kind="stats", job_id=state["job_id"], result={
         "task": state["task"], "family": state["family"], "base_version": state["parent_version"],
         "task_loss_before": state["task_loss_before"], "task_loss_after": state["task_loss_after"],

@@ -61,7 +61,8 @@ def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settin
 
 
 def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
-              parent_version: int, task_name: str = "") -> tuple[Any, str, str]:
+              parent_version: int, task_name: str = "",
+              rows: list[str] | None = None) -> tuple[Any, str, str]:
     """(fitted completer or None, the method used, a note): the requested method on the rows of
     the matrix besides this task, or an explained fallback when it has too few rows.
 
@@ -73,18 +74,29 @@ def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: 
     from service.predict import make_method
 
     comp = make_method(settings, method, upstream)
-    got = assemble(tracker, upstream, base_version=parent_version, min_rows=comp.min_rows,
-                   exclude_tasks=frozenset({task_name}) if task_name else frozenset())
-    rows, note = got.matrix.values.shape[0], got.note
-    if rows < comp.min_rows:
-        fallback = "additive" if rows >= make_completer("additive").min_rows else "random"
-        note = (f"{method} needs {comp.min_rows} known rows, the matrix has {rows} ({got.note}); "
+    matrix, note = known_matrix(tracker, upstream, parent_version, comp.min_rows, task_name, rows)
+    n = matrix.values.shape[0]
+    if n < comp.min_rows:
+        fallback = "additive" if n >= make_completer("additive").min_rows else "random"
+        note = (f"{method} needs {comp.min_rows} known rows, the matrix has {n} ({note}); "
                 f"fell back to {fallback}. Collect more with `ftctl stats collect`")
         method = fallback
         comp = make_completer(fallback) if fallback != "random" else None
     if comp is not None:
-        comp = _fit_cached(settings, comp, method, got.matrix, upstream.digest)
+        comp = _fit_cached(settings, comp, method, matrix, upstream.digest)
     return comp, method, note
+
+
+def known_matrix(tracker: Tracker, upstream: Upstream, parent_version: int, min_rows: int,
+                 task_name: str = "", rows: list[str] | None = None) -> tuple[Any, str]:
+    """The rows a release completes from: the matrix besides its own task — or exactly the rows
+    (run ids) `begin` chose, so that statistics jobs finishing mid-release change nothing."""
+    got = assemble(tracker, upstream, base_version=parent_version, min_rows=min_rows,
+                   exclude_tasks=frozenset({task_name}) if task_name else frozenset())
+    if rows is None:
+        return got.matrix, got.note
+    keep = [r.key for r in got.matrix.rows if r.key in set(rows)]
+    return got.matrix.select_rows(keep), f"{len(keep)} rows chosen when the release began"
 
 
 def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest: str) -> Any:
@@ -164,6 +176,8 @@ def begin(settings: Settings, state: State, say: Say = _quiet) -> State:
     if method in COMPLETION_METHODS:
         _, state["effective"], state["note"] = completer(settings, tracker, upstream, method,
                                                          state["parent_version"], task.name)
+        matrix, _ = known_matrix(tracker, upstream, state["parent_version"], 1, task.name)
+        state["rows"] = [r.key for r in matrix.rows]
         if "fell back" in state["note"]:
             run.set_tags({TAG + "fallback": state["note"]})
             say(f"note: {state['note']}")
@@ -203,7 +217,7 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
         try:
             out = train_and_measure(
                 _spec(settings, state, probes, state["warmup_ids"], checkpoint_dir=state["ckpt_dir"],
-                      stop_at=at, checkpoint_every=_every(at)),
+                      checkpoint_name="warmup", stop_at=at, checkpoint_every=_every(at)),
                 logger=_logger(tracker, child.run_id),
                 progress=step_messages(say, f"warm-up {task_name}", total=at))
             log_training(child, out)
@@ -225,8 +239,8 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
     child = _child(tracker, state, "plain-finetune")
     try:
         out = train_and_measure(
-            _spec(settings, state, measure, [], checkpoint_dir=state["ckpt_dir"] + "-plain",
-                  checkpoint_every=_every(state["steps"])),
+            _spec(settings, state, measure, [], checkpoint_dir=state["ckpt_dir"],
+                  checkpoint_name="plain", checkpoint_every=_every(state["steps"])),
             logger=_logger(tracker, child.run_id),
             progress=step_messages(say, f"plain fine-tune {task_name}"),
             measure_progress=count_messages(say, f"measuring {len(measure)} examples"))
@@ -244,18 +258,13 @@ def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
 
 def _plain_delta(tracker: Tracker, state: State, upstream: Upstream) -> np.ndarray:
     """ΔNLL of every upstream example after the plain fine-tune (NaN where not measured)."""
-    if state.get("plain_run"):
-        found = plain_row(tracker, state["train_key"], upstream)
-        if found is not None and found[1] == state["plain_run"]:
-            return found[0]
-    df = tracker.load_row(state["plain_child"]).set_index("example_id")
+    run_id = state.get("plain_run") or state["plain_child"]  # the one `begin`/`warmup` chose
+    df = tracker.load_row(run_id).set_index("example_id")
     return df["delta"].reindex(upstream.ids).to_numpy(np.float64)
 
 
 def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
     """cpu: complete the row from the probes and sample the replay plan, p ∝ softmax(pred / T)."""
-    import pandas as pd
-
     if state["method"] == "none":
         state["plan_ids"], state["plan_weights"] = [], []
         return state
@@ -275,8 +284,8 @@ def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
             probes = np.asarray(state["probes"])
             if not online:
                 state["probe_delta"] = _plain_delta(tracker, state, upstream)[probes].tolist()
-            comp, _, _ = completer(settings, tracker, upstream, state["method"],
-                                   state["parent_version"], state["task_name"])
+            comp, _, _ = completer(settings, tracker, upstream, state["effective"],
+                                   state["parent_version"], state["task_name"], rows=state.get("rows"))
             emb = None
             if state["effective"] == "semantic":
                 from training.world.embeddings import task_embedding
@@ -292,6 +301,19 @@ def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
             say(f"replaying {len(ids)} predicted examples for the remaining steps")
     state["plan_ids"], state["plan_weights"] = ids, weights
     child = _child(tracker, state, "predict")
+    try:
+        _log_plan(child, state, upstream, ids, weights, predicted, online)
+        tracker.finish(child.run_id)
+    except BaseException as e:
+        tracker.fail(child.run_id, e)
+        raise
+    return state
+
+
+def _log_plan(child: RunHandle, state: State, upstream: Upstream, ids: list[str], weights: list[float],
+              predicted: np.ndarray | None, online: bool) -> None:
+    import pandas as pd
+
     child.set_tags({TAG + "method": state["effective"], TAG + "note": state["note"] or "-"})
     child.log_dict({"method": state["effective"], "note": state["note"], "replay_ids": ids,
                     "weights": weights, "warmup_replay_ids": state.get("warmup_ids") if online else None},
@@ -303,8 +325,6 @@ def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
     if state.get("probes") and state.get("probe_delta") is not None:
         child.log_dict({"probe_ids": [upstream.ids[i] for i in state["probes"]],
                         "probe_delta": state["probe_delta"]}, "replay/probes.json")
-    tracker.finish(child.run_id)
-    return state
 
 
 def train(settings: Settings, state: State, say: Say = _quiet) -> State:
@@ -322,17 +342,19 @@ def train(settings: Settings, state: State, say: Say = _quiet) -> State:
     if online:  # resume the warm-up's checkpoint; the plan serves replay from the switch on
         per_step = _examples_per_step(settings, state)
         replay = state["warmup_ids"]
-        extra: dict[str, Any] = {"switches": [(state["switch_step"] * per_step,
-                                               list(zip(state["plan_ids"], state["plan_weights"], strict=True)))],
-                                 "checkpoint_dir": state["ckpt_dir"]}
+        extra: dict[str, Any] = {
+            "switches": [(state["switch_step"] * per_step,
+                          list(zip(state["plan_ids"], state["plan_weights"], strict=True)))],
+            "checkpoint_fallback": str(Path(state["ckpt_dir"]) / "warmup.ckpt")}
     else:
-        replay, extra = state["plan_ids"], {"checkpoint_dir": state["ckpt_dir"] + "-train"}
+        replay, extra = state["plan_ids"], {}
     stage = "train" if state["method"] == "none" else "replay-train"
     child = _child(tracker, state, stage)
     try:
         out = train_and_measure(
             _spec(settings, state, measure, replay, save_dir=state["save_dir"],
-                  checkpoint_every=_every(state["total_steps"]), **extra),
+                  checkpoint_dir=state["ckpt_dir"], checkpoint_every=_every(state["total_steps"]),
+                  **extra),
             logger=_logger(tracker, child.run_id),
             progress=step_messages(say, f"fine-tuning {state['task_name']}"),
             measure_progress=count_messages(say, f"measuring {len(measure)} examples"))
@@ -362,8 +384,6 @@ def train(settings: Settings, state: State, say: Say = _quiet) -> State:
         "metrics": metrics, "task_loss_before": out.test_before, "task_loss_after": out.test_after,
         "replayed": len(set(out.replayed_ids)),
         "heldout_per_source": row[row["heldout"]].groupby("source")["delta"].mean().to_dict()}
-    for d in (state["ckpt_dir"], state["ckpt_dir"] + "-plain", state["ckpt_dir"] + "-train"):
-        shutil.rmtree(d, ignore_errors=True)  # the job is measured: its checkpoints are spent
     return state
 
 
@@ -376,9 +396,13 @@ def _examples_per_step(settings: Settings, state: State) -> int:
 
 def finish(settings: Settings, state: State, say: Say = _quiet) -> dict[str, Any]:
     """cpu: the gate, the registry, the recorded result; ends the release run FINISHED."""
+    from service.jobs import finished_result
     from service.release import evaluate_gate, random_baseline
 
     tracker = Tracker(settings)
+    done = finished_result(tracker, state["job_id"])
+    if done is not None:  # a redelivered finish: the release is recorded; change nothing
+        return done
     registry = Registry(tracker)
     run = tracker.attach(state["run_id"])
     o = state["outcome"]
@@ -398,24 +422,43 @@ def finish(settings: Settings, state: State, say: Say = _quiet) -> dict[str, Any
                                               if k.startswith("forgetting_source.")},
         "heldout_per_source": o["heldout_per_source"], "version": None, "champion": False,
         "seconds": time.time() - state["started"]}
-    if state["register"]:  # last: nothing after it can fail and leave a version behind a FAILED run
-        # An earlier delivery of this job that died after registering left its version: reuse it.
-        version = next((v for v in registry.versions()
-                        if v.tags.get(TAG + "job_id") == state["job_id"]), None)
-        if version is None:
-            version = registry.register(state["run_id"], "model", {
-                TAG + "parent_version": state["parent_version"], TAG + "task": state["task_name"],
-                TAG + "method": state["effective"], TAG + "gate": "passed" if gate["passed"] else "failed",
-                TAG + "digest": state["digest"], TAG + "job_id": state["job_id"]})
-        result["version"] = version.version
-        if gate["passed"] and state["promote"]:
-            registry.set_alias(CHAMPION, version.version)
-            result["champion"] = True
-        say(f"registered version {version.version} @candidate"
-            + (", promoted to @champion" if result["champion"] else
-               f", not promoted ({'; '.join(gate['reasons']) or 'promotion not requested'})"))
+    if state["register"]:
+        result.update(_register(registry, state, gate, say))
+    out = end_job(run, kind="release", job_id=state["job_id"], result=result)
+    # Recorded: the job's checkpoints and model directory are spent (a retry from here on returns
+    # the result; before this point it resumes from them).
     shutil.rmtree(state["save_dir"], ignore_errors=True)
-    return end_job(run, kind="release", job_id=state["job_id"], result=result)
+    shutil.rmtree(state["ckpt_dir"], ignore_errors=True)
+    return out
+
+
+def _register(registry: Registry, state: State, gate: dict[str, Any], say: Say) -> dict[str, Any]:
+    """Register the release's model @candidate; promote it @champion if it passed its gate and
+    the champion is still its parent (a release from an older champion must not undo a newer one)."""
+    mine = [v for v in registry.versions(strict=True) if v.tags.get(TAG + "job_id") == state["job_id"]]
+    version = next((v for v in mine if v.run_id == state["run_id"]), None)  # a redelivered finish
+    if version is None:
+        version = registry.register(state["run_id"], "model", {
+            TAG + "parent_version": state["parent_version"], TAG + "task": state["task_name"],
+            TAG + "method": state["effective"], TAG + "gate": "passed" if gate["passed"] else "failed",
+            TAG + "digest": state["digest"], TAG + "job_id": state["job_id"]})
+        for old in mine:  # left by an attempt that failed after registering: never the answer
+            registry.client.set_model_version_tag(registry.name, str(old.version),
+                                                  TAG + "superseded_by", str(version.version))
+    out: dict[str, Any] = {"version": version.version, "champion": False}
+    why = "; ".join(gate["reasons"]) or "promotion not requested"
+    if gate["passed"] and state["promote"]:
+        current = registry.by_alias(CHAMPION)
+        if current is None or current.version in (state["parent_version"], version.version):
+            registry.set_alias(CHAMPION, version.version)
+            out["champion"] = True
+        else:
+            why = (f"@champion moved to version {current.version} while this release ran from "
+                   f"{state['parent_version']}; release the task again from the new champion")
+            out["note"] = "; ".join(x for x in (state["note"], f"not promoted: {why}") if x)
+    say(f"registered version {version.version} @candidate"
+        + (", promoted to @champion" if out["champion"] else f", not promoted ({why})"))
+    return out
 
 
 STAGES: tuple[tuple[str, Callable[..., Any]], ...] = (

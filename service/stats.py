@@ -8,6 +8,7 @@ Usage (what `ftctl stats collect` calls)::
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,10 +127,12 @@ def collect_stats(
         else:
             pending.append((i, job_id))
 
+    ckpt = settings.workspace.resolve() / "checkpoints"  # a dead job resumes its fine-tune
     specs = [TrainSpec(settings=settings, task_ref=task_refs[i], model_dir=str(model_dir),
                        steps=settings.steps, measure=np.arange(upstream.n), seed=settings.seed,
-                       num_threads=1 if (workers or settings.workers) > 1 else None)
-             for i, _ in pending]
+                       num_threads=1 if (workers or settings.workers) > 1 else None,
+                       checkpoint_dir=str(ckpt / job_id), checkpoint_every=max(1, settings.steps // 10))
+             for i, job_id in pending]
 
     # Every job's run opens before its fine-tune (RUNNING: visible in the UI while it trains; a
     # process that dies leaves it RUNNING, and the next attempt of the job marks it interrupted).
@@ -156,6 +159,7 @@ def collect_stats(
                 "task": task.name, "family": task.family, "base_version": parent.version,
                 "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
                 "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds})
+            shutil.rmtree(ckpt / job_id, ignore_errors=True)  # recorded: the checkpoint is spent
             say(f"stats {task.name}: mean ΔNLL {metrics['forgetting_mean']:+.4f}, "
                 f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")
         except Exception as e:

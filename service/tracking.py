@@ -181,8 +181,10 @@ class Tracker:
         may be what failed, and the original error is what matters)."""
         reason = error if isinstance(error, str) else (_first_line(error) or type(error).__name__)
         try:
-            self.client.set_tag(run_id, TAG + "failure", reason[:5000])
-            self.client.set_terminated(run_id, "FAILED")
+            children = self.find_runs({"mlflow.parentRunId": run_id}, status="RUNNING")
+            for run in [run_id, *(c.info.run_id for c in children)]:  # no stage run dangles
+                self.client.set_tag(run, TAG + "failure", reason[:5000])
+                self.client.set_terminated(run, "FAILED")
         except Exception:
             pass
 

@@ -31,6 +31,13 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from training.checkpoint import (
+    Checkpointing,
+    CheckpointSpec,
+    restore,
+    resume_point,
+    stream_signature,
+)
 from training.config import FinetuneConfig
 from training.data import Example, TaskDataConfig, encode, pad_id
 from training.errors import TrainingError
@@ -57,29 +64,6 @@ class ReplaySpec:
     switches: Sequence[tuple[int, Sequence[tuple[str, float]]]] = ()
 
 
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """Resumable training: a Lightning checkpoint at `<dir>/last.ckpt`.
-
-    every_steps : also checkpoint every this many optimizer steps (0: only where training stops),
-        so that a job whose worker dies resumes from the last one instead of step 0.
-    stop_at : stop after this many optimizer steps (of `config.steps`) and checkpoint — the warm-up
-        segment of a staged online release; a later call with the same config resumes it.
-    resume : continue from `<dir>/last.ckpt` when it exists (model, optimizer, schedule, stream
-        position, replayed ids and history are restored; the LR schedule still spans
-        `config.steps`).
-    """
-
-    dir: str
-    every_steps: int = 0
-    stop_at: int | None = None
-    resume: bool = True
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.dir, "last.ckpt")
-
-
 @dataclass
 class FinetuneResult:
     """What a job produced: the trained model and what it consumed.
@@ -94,54 +78,6 @@ class FinetuneResult:
     history: list[dict[str, float]]
     probe_after: np.ndarray | None = None
     probe_step: int | None = None
-
-
-class _Checkpointing(L.Callback):
-    """Writes `spec.path` atomically (every `every_steps`, at `stop_at`, at the end) with ftctl's own
-    state — the stream position, replayed ids and step history — next to Lightning's."""
-
-    def __init__(self, spec: CheckpointSpec, mixture: Any, total: int):
-        self.spec, self.mixture, self.total = spec, mixture, total
-
-    def _save(self, trainer: L.Trainer) -> None:
-        tmp = f"{self.spec.path}.partial"
-        trainer.save_checkpoint(tmp)  # rank 0 writes; a crash mid-write leaves last.ckpt intact
-        if trainer.is_global_zero:
-            os.replace(tmp, self.spec.path)
-        trainer.strategy.barrier()
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        step = trainer.global_step
-        stop = self.spec.stop_at is not None and step >= self.spec.stop_at
-        every = self.spec.every_steps and step % self.spec.every_steps == 0 and step < self.total
-        if stop or every:
-            self._save(trainer)
-        if stop:
-            trainer.should_stop = True
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if trainer.global_step >= self.total:
-            self._save(trainer)  # finished: a redelivered job resumes at the end, not at step 0
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ftctl"] = {"consumed": list(self.mixture.consumed),
-                               "positions_consumed": self.mixture.positions_consumed,
-                               "history": list(pl_module.history)}
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("ftctl", {})
-        self.mixture.consumed[:] = state.get("consumed", [])
-        self.mixture.positions_consumed = int(state.get("positions_consumed", 0))
-        pl_module.history[:] = state.get("history", [])
-
-
-def _resume_step(spec: CheckpointSpec | None) -> int:
-    """Optimizer steps already done by the checkpoint `spec` resumes from (0: start afresh)."""
-    if spec is None or not spec.resume or not os.path.isfile(spec.path):
-        return 0
-    import torch
-
-    return int(torch.load(spec.path, map_location="cpu", weights_only=False)["global_step"])
 
 
 class _Progress(L.Callback):
@@ -276,10 +212,15 @@ def finetune(
         cbs.append(probe_cb)
     if progress is not None:
         cbs.append(_Progress(progress, config.steps))
-    done = _resume_step(checkpoint)
+    done, resume_from = 0, None
     if checkpoint is not None:
         os.makedirs(checkpoint.dir, exist_ok=True)
-        cbs.append(_Checkpointing(checkpoint, mixture, config.steps))
+        signature = stream_signature(
+            config.to_dict(), [e.id for e in train], replay.ratio if replay else 0.0,
+            list(replay.schedule) if replay else [], list(replay.switches) if replay else [],
+            config.examples_per_step * config.devices)
+        done, resume_from = resume_point(checkpoint, signature)
+        cbs.append(Checkpointing(checkpoint, mixture, config.steps, signature))
     with _quiet_threads(config.num_threads):
         trainer = _trainer(config, model, cbs, logger)
         if logger is not None:
@@ -295,9 +236,9 @@ def finetune(
         loader = DataLoader(range(start, start + total), batch_size=config.batch_size, shuffle=False)
         target = min(config.steps, checkpoint.stop_at or config.steps) if checkpoint else config.steps
         if done < target:
-            trainer.fit(module, loader, ckpt_path=checkpoint.path if done else None)  # type: ignore[union-attr]
-        elif done:  # the checkpoint already got this far (a redelivery): restore, train nothing
-            _restore_finished(module, mixture, checkpoint.path, cbs)  # type: ignore[union-attr]
+            trainer.fit(module, loader, ckpt_path=resume_from)
+        elif resume_from:  # the checkpoint already got this far (a redelivery): restore, train nothing
+            _restore_finished(module, mixture, resume_from)
     replayed = _gather(list(mixture.consumed))
     model = module.model
     model.eval()
@@ -311,15 +252,13 @@ def finetune(
     )
 
 
-def _restore_finished(module: Any, mixture: Any, path: str, callbacks: list[Any]) -> None:
+def _restore_finished(module: Any, mixture: Any, path: str) -> None:
     """Load a finished checkpoint's weights and ftctl state without training (redelivery)."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     module.load_state_dict(ckpt["state_dict"])
-    for cb in callbacks:
-        if isinstance(cb, _Checkpointing):
-            cb.on_load_checkpoint(None, module, ckpt)  # type: ignore[arg-type]
+    restore(mixture, module, ckpt)
 
 
 def _trainer(config: FinetuneConfig, model: Any, callbacks: list[Any], logger: Any) -> L.Trainer:

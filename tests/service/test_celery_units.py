@@ -182,7 +182,7 @@ def test_progress_reads_stage_step_and_eta_from_pipeline_messages() -> None:
         line = describe({"job_id": "p-job", "state": "PROGRESS",
                          "progress": {"message": "fine-tuning x", "step": 10, "total": 40, "eta": 3.0}})
         assert line == "p-job: PROGRESS — fine-tuning x — step 10/40 — ETA 3 s"
-        store.cancel("p-job")
+        store.cancel("p-job", 0)  # the submission of this (task-id-less) delivery
         with pytest.raises(JobCancelled):
             progress("fine-tuning x: step 20/40")
     finally:

@@ -95,3 +95,47 @@ def test_periodic_checkpoints_let_a_crashed_job_resume(tok, tmp_path: Path) -> N
     whole = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay())
     assert resumed.steps == 12 and resumed.replayed_ids == whole.replayed_ids
     assert same_weights(resumed.model, whole.model)
+
+
+def test_a_changed_plan_never_continues_a_model_trained_on_the_old_one(tok, tmp_path: Path) -> None:
+    # A retried online release whose replay plan changed (the matrix grew in between): its own
+    # checkpoint past the switch is not resumed; it restarts from the warm-up checkpoint.
+    at, per = 3, CFG.examples_per_step
+    other = [(i, 1.0) for i in UPSTREAM.ids[3:6]]
+    warm = CheckpointSpec(str(tmp_path), name="warmup", stop_at=at)
+    finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(), checkpoint=warm)
+
+    class Crash(Exception):
+        pass
+
+    def die_at_9(step: int, total: int, entry: dict[str, float]) -> None:
+        if step == 9:
+            raise Crash
+
+    rest = CheckpointSpec(str(tmp_path), every_steps=2, fallback=warm.path)
+    with pytest.raises(Crash):
+        finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(switches=[(at * per, PLAN)]),
+                 checkpoint=rest, progress=die_at_9)
+    assert torch.load(rest.path, weights_only=False)["global_step"] == 8
+    retried = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(switches=[(at * per, other)]),
+                       checkpoint=rest)
+    clean = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(switches=[(at * per, other)]))
+    assert retried.replayed_ids == clean.replayed_ids and same_weights(retried.model, clean.model)
+    # ... while the same plan resumes its own checkpoint at step 10 (its last periodic one).
+    same = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(switches=[(at * per, other)]),
+                    checkpoint=rest)
+    assert same.steps == 12 and same_weights(same.model, clean.model)
+
+
+def test_a_warm_up_never_resumes_past_where_it_stops_and_accumulation_resumes_exactly(tok, tmp_path: Path) -> None:
+    full = CheckpointSpec(str(tmp_path / "a"), name="warmup")
+    finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(), checkpoint=full)  # to step 12
+    warm = finetune(tiny_model(tok), tok, TASK, CFG, replay=replay(),
+                    checkpoint=CheckpointSpec(full.dir, name="warmup", stop_at=4))
+    assert warm.steps == 4 and len(warm.history) == 4  # trained afresh, not restored at step 12
+    acc = CFG.__class__(**{**CFG.to_dict(), "grad_accum": 2, "lora": None})
+    ck = CheckpointSpec(str(tmp_path / "b"), stop_at=5)
+    finetune(tiny_model(tok), tok, TASK, acc, replay=replay(), checkpoint=ck)
+    resumed = finetune(tiny_model(tok), tok, TASK, acc, replay=replay(), checkpoint=CheckpointSpec(ck.dir))
+    whole = finetune(tiny_model(tok), tok, TASK, acc, replay=replay())
+    assert resumed.replayed_ids == whole.replayed_ids and same_weights(resumed.model, whole.model)
