@@ -11,10 +11,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+from service.errors import ServiceError
 from service.tracking import TAG, RunHandle, Tracker, to_json
+
+
+@contextmanager
+def job_lock(settings: Any, job_id: str) -> Iterator[None]:
+    """Hold this job id for this process (in-process runs; Celery tasks hold a lock in Redis):
+    a second process running the same job at once would train into the same checkpoint and mark
+    the first one's live run as interrupted."""
+    import fcntl
+
+    path = settings.workspace.resolve() / "locks" / f"{job_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ServiceError(f"job {job_id} is already running in another process "
+                               f"({f.read().strip() or 'unknown'}); wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def job_id_for(kind: str, **parts: Any) -> str:

@@ -21,6 +21,7 @@ workers (one stage task per queue) run the very same code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from typing import Any, Literal
 from service.compute import finetune_config, replay_steps, task_steps
 from service.context import heldout_size, load_upstream, resolve_task
 from service.errors import ServiceError
-from service.jobs import finished_result, job_id_for, start_job
+from service.jobs import finished_result, job_id_for, job_lock, start_job
 from service.registry import Registry
 from service.settings import METHODS, Settings
 from service.stats import check_digest, log_inputs, model_key, train_key
@@ -58,9 +59,11 @@ class ReleaseRequest:
             raise ServiceError(f"unknown mode {self.mode!r}; use online or offline")
 
 
-def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
+def open_release(settings: Settings, req: ReleaseRequest,
+                 hold: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Resolve a release request into its first stage state — or, when this job already
-    finished, its recorded result (`{"result": ...}`). Opens the release run (RUNNING)."""
+    finished, its recorded result (`{"result": ...}`). Opens the release run (RUNNING).
+    `hold(job_id)` takes the job's lock as soon as the id is known (in-process runs)."""
     tracker = Tracker(settings)
     registry = Registry(tracker)
     parent = registry.get(req.parent_version) if req.parent_version else registry.champion()
@@ -85,6 +88,8 @@ def open_release(settings: Settings, req: ReleaseRequest) -> dict[str, Any]:
         | ({"warmup_fraction": settings.warmup_fraction} if settings.warmup_fraction != 0.1 else {}),
         digest=upstream.digest, line=settings.model_line, measure_all=req.measure_all,
         register=req.register)
+    if hold is not None:
+        hold(job_id)
     done = finished_result(tracker, job_id)
     if done is not None:
         return {"job_id": job_id, "result": done}
@@ -128,12 +133,19 @@ def stage_settings(settings: Settings, state: dict[str, Any]) -> Settings:
 def release_new_task(settings: Settings, req: ReleaseRequest,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole release in this process: the stages of service/stages.py, one after the other."""
-    from service.stages import STAGES
 
     say = progress or (lambda _m: None)
-    state = open_release(settings, req)
-    if "result" in state:
-        return state["result"]
+    with contextlib.ExitStack() as held:  # the job's lock, from its id to its recorded result
+        state = open_release(settings, req,
+                             hold=lambda job_id: held.enter_context(job_lock(settings, job_id)))
+        if "result" in state:
+            return state["result"]
+        return _run_stages(settings, state, say)
+
+
+def _run_stages(settings: Settings, state: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    from service.stages import STAGES
+
     say(f"release {state['task_name']}: method {state['method']}, mode {state['mode']}, from "
         f"version {state['parent_version']}")
     s = stage_settings(settings, state)

@@ -8,6 +8,7 @@ Usage (what `ftctl stats collect` calls)::
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from service.compute import (
 )
 from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.errors import ServiceError
-from service.jobs import end_job, job_id_for, start_job
+from service.jobs import end_job, job_id_for, job_lock, start_job
 from service.registry import Registry, Version
 from service.rows import log_row, make_row
 from service.settings import Settings
@@ -127,56 +128,71 @@ def collect_stats(
         else:
             pending.append((i, job_id))
 
-    ckpt = settings.workspace.resolve() / "checkpoints"  # a dead job resumes its fine-tune
-    specs = [TrainSpec(settings=settings, task_ref=task_refs[i], model_dir=str(model_dir),
-                       steps=settings.steps, measure=np.arange(upstream.n), seed=settings.seed,
-                       num_threads=1 if (workers or settings.workers) > 1 else None,
-                       checkpoint_dir=str(ckpt / job_id), checkpoint_every=max(1, settings.steps // 10))
-             for i, job_id in pending]
+    with contextlib.ExitStack() as held:  # each pending job's lock while its row is being made
+        pending = [(i, job_id) for i, job_id in pending
+                   if _lock(held, settings, job_id, tasks[i].name, results, i, say)]
+        ckpt = settings.workspace.resolve() / "checkpoints"  # a dead job resumes its fine-tune
+        specs = [TrainSpec(settings=settings, task_ref=task_refs[i], model_dir=str(model_dir),
+                           steps=settings.steps, measure=np.arange(upstream.n), seed=settings.seed,
+                           num_threads=1 if (workers or settings.workers) > 1 else None,
+                           checkpoint_dir=str(ckpt / job_id),
+                           checkpoint_every=max(1, settings.steps // 10))
+                 for i, job_id in pending]
+        # Every job's run opens before its fine-tune (RUNNING while it trains; a process that dies
+        # leaves it RUNNING, and the next attempt of the job marks it interrupted).
+        runs: dict[int, RunHandle] = {}
+        for j, (i, job_id) in enumerate(pending):
+            task = tasks[i]
+            tags = {**stats_tags(task, upstream, parent),
+                    TAG + "train_key": train_key(settings, task, parent, upstream)}
+            runs[j] = start_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}", tags=tags)
+            runs[j].log_params({"settings": settings.to_dict(), "finetune": cfg, "task": task.name})
+            log_inputs(runs[j], task, upstream)
 
-    # Every job's run opens before its fine-tune (RUNNING: visible in the UI while it trains; a
-    # process that dies leaves it RUNNING, and the next attempt of the job marks it interrupted).
-    runs: dict[int, RunHandle] = {}
-    for j, (i, job_id) in enumerate(pending):
-        task = tasks[i]
-        tags = {**stats_tags(task, upstream, parent),
-                TAG + "train_key": train_key(settings, task, parent, upstream)}
-        runs[j] = start_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}", tags=tags)
-        runs[j].log_params({"settings": settings.to_dict(), "finetune": cfg, "task": task.name})
-        log_inputs(runs[j], task, upstream)
+        def on_done(j: int, outcome: TrainOutcome | BaseException) -> None:
+            i, job_id = pending[j]
+            task, run = tasks[i], runs[j]
+            try:
+                if isinstance(outcome, BaseException):
+                    raise ServiceError(f"statistics job for {task.name} failed: {outcome}")
+                log_training(run, outcome)
+                row = make_row(upstream.ids, upstream.sources, before, outcome.nll_after,
+                               heldout=upstream.heldout)
+                metrics = log_row(run, row, upstream.texts, title=f"stats: {task.name}")
+                results[i] = end_job(run, kind="stats", job_id=job_id, result={
+                    "task": task.name, "family": task.family, "base_version": parent.version,
+                    "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
+                    "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds})
+                shutil.rmtree(ckpt / job_id, ignore_errors=True)  # recorded: the checkpoint is spent
+                say(f"stats {task.name}: mean ΔNLL {metrics['forgetting_mean']:+.4f}, "
+                    f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")
+            except Exception as e:
+                tracker.fail(run.run_id, e)
+                results[i] = {"task": task.name, "error": str(e)}
+                say(f"stats {task.name}: FAILED ({e})")
 
-    def on_done(j: int, outcome: TrainOutcome | BaseException) -> None:
-        i, job_id = pending[j]
-        task, run = tasks[i], runs[j]
-        try:
-            if isinstance(outcome, BaseException):
-                raise ServiceError(f"statistics job for {task.name} failed: {outcome}")
-            log_training(run, outcome)
-            row = make_row(upstream.ids, upstream.sources, before, outcome.nll_after,
-                           heldout=upstream.heldout)
-            metrics = log_row(run, row, upstream.texts, title=f"stats: {task.name}")
-            results[i] = end_job(run, kind="stats", job_id=job_id, result={
-                "task": task.name, "family": task.family, "base_version": parent.version,
-                "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
-                "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds})
-            shutil.rmtree(ckpt / job_id, ignore_errors=True)  # recorded: the checkpoint is spent
-            say(f"stats {task.name}: mean ΔNLL {metrics['forgetting_mean']:+.4f}, "
-                f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")
-        except Exception as e:
-            tracker.fail(run.run_id, e)
-            results[i] = {"task": task.name, "error": str(e)}
-            say(f"stats {task.name}: FAILED ({e})")
-
-    if specs:
-        say(f"collecting {len(specs)} statistics rows × {upstream.n} upstream examples "
-            f"with {min(workers or settings.workers, len(specs))} worker process(es)")
-        try:
-            run_parallel(specs, workers or settings.workers, on_done,
-                         progress=lambda j: step_messages(say, f"stats {tasks[pending[j][0]].name}"))
-        except BaseException as e:  # interrupted (Ctrl-C, a cancelled remote job): no run dangles
-            for j, run in runs.items():
-                if results[pending[j][0]] is None:
-                    tracker.fail(run.run_id, e)
-            raise
+        if specs:
+            n = workers or settings.workers
+            say(f"collecting {len(specs)} statistics rows × {upstream.n} upstream examples "
+                f"with {min(n, len(specs))} worker process(es)")
+            try:
+                run_parallel(specs, n, on_done,
+                             progress=lambda j: step_messages(say, f"stats {tasks[pending[j][0]].name}"))
+            except BaseException as e:  # interrupted (Ctrl-C, a cancelled remote job): no run dangles
+                for j, run in runs.items():
+                    if results[pending[j][0]] is None:
+                        tracker.fail(run.run_id, e)
+                raise
     return [r for r in results if r is not None]
 
+
+def _lock(held: contextlib.ExitStack, settings: Settings, job_id: str, task: str,
+          results: list[Any], i: int, say: Callable[[str], None]) -> bool:
+    """Take a job's lock into `held`; a job another process is running is reported, not run."""
+    try:
+        held.enter_context(job_lock(settings, job_id))
+        return True
+    except ServiceError as e:
+        results[i] = {"task": task, "error": str(e)}
+        say(f"stats {task}: skipped ({e})")
+        return False

@@ -310,3 +310,36 @@ def test_json_errors_and_missing_model_files(ws: Path) -> None:
     finally:
         moved.rename(source)
     assert matrix_rows(ws) == 3
+
+
+def test_a_job_running_in_another_process_is_not_run_twice(ws: Path) -> None:
+    import multiprocessing as mp
+
+    from service.jobs import job_lock
+    from service.settings import load_settings
+
+    s = load_settings(overrides={"workspace": ws}, env={})
+    ready, release = mp.get_context("spawn").Event(), mp.get_context("spawn").Event()
+    holder = mp.get_context("spawn").Process(target=_hold_lock, args=(str(ws), "job-x", ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        from service.errors import ServiceError
+
+        with pytest.raises(ServiceError, match="job-x is already running in another process"):
+            with job_lock(s, "job-x"):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with job_lock(s, "job-x"):  # free again once the other process let go
+        pass
+
+
+def _hold_lock(ws: str, job_id: str, ready: object, release: object) -> None:
+    from service.jobs import job_lock
+    from service.settings import load_settings
+
+    with job_lock(load_settings(overrides={"workspace": Path(ws)}, env={}), job_id):
+        ready.set()  # type: ignore[attr-defined]
+        release.wait(60)  # type: ignore[attr-defined]
