@@ -92,8 +92,8 @@ def scheduler(
     a second scheduler refuses to start while the first holds the lock in Redis."""
     from service.celery_app import make_app
     from service.errors import ServiceError
-    from service.remote import JobStore
     from service.guard import Heartbeat
+    from service.remote import JobStore
 
     s = settings()
     app = make_app(s)

@@ -326,9 +326,9 @@ def test_a_job_running_in_another_process_is_not_run_twice(ws: Path) -> None:
         assert ready.wait(60)
         from service.errors import ServiceError
 
-        with pytest.raises(ServiceError, match="job-x is already running in another process"):
-            with job_lock(s, "job-x"):
-                pass
+        with pytest.raises(ServiceError, match="job-x is already running in another process"), \
+                job_lock(s, "job-x"):
+            pass
     finally:
         release.set()
         holder.join(30)
