@@ -216,7 +216,10 @@ class RemoteJobs:
             job_id = req.job_id or job_id_for(
                 "release", request={k: v for k, v in request.items() if k not in ("job_id", "name")},
                 data=content_digest(req.task), overrides=overrides, line=self.settings.model_line)
-        request["job_id"] = job_id
+        # The worker derives the release's MLflow job id exactly as an in-process run does (unless
+        # the user gave one), so the same release is one job either way; `job_id` here names the
+        # submission's record in Redis.
+        request["job_id"] = req.job_id
         return self._send(job_id, "release", {"request": request, "overrides": overrides})
 
     def submit_stats(self, task_ref: str, shards: int = 1) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def release_begin(task: Any, job_id: str, request: dict[str, Any],
     if not isinstance(request, dict) or "task" not in request:
         raise ServiceError("bad arguments: request must be a JSON object with at least 'task'")
     try:
-        req = ReleaseRequest(**{**request, "job_id": job_id})
+        req = ReleaseRequest(**request)  # its own job_id: the user's, or "" = derived like in-process
     except TypeError as e:
         raise ServiceError(f"bad arguments for ftctl.release_begin: {e}") from None
 

@@ -53,7 +53,12 @@ def tracker(c: Cluster) -> Any:
     return Tracker(c.settings())
 
 
-def releases_of(c: Cluster, job_id: str) -> list[Any]:
+def releases_of(c: Cluster, result: dict[str, Any]) -> list[Any]:
+    """The release runs of a job: the MLflow job id the worker derived (as in-process would)."""
+    return _runs_of(c, result["job_id"])
+
+
+def _runs_of(c: Cluster, job_id: str) -> list[Any]:
     from service.tracking import TAG
 
     return tracker(c).find_runs({TAG + "job_id": job_id}, status=None)
@@ -114,11 +119,17 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         # Followed through its stages (the poll samples them) to the finish stage's message.
         assert len(lines) >= 3 and "registered version 2 @candidate" in lines[-1], lines
         wait_for(lambda: jobs.store.get(job["job_id"]).get("summary"), 60, "the cpu finish stage")
-        [run] = releases_of(c, job["job_id"])
+        [run] = releases_of(c, result)
         assert run.info.status == "FINISHED"
         stages = {r.info.run_name: r.info.status for r in children(c, run.info.run_id)}
         assert stages == {"warm-up": "FINISHED", "predict": "FINISHED", "replay-train": "FINISHED",
                           "measure": "FINISHED"}
+        # The same release in-process is the same job: its recorded result, not a second fine-tune.
+        from service.release import release_new_task
+
+        again = release_new_task(c.settings(), ReleaseRequest(task="bible_gospels", method="additive",
+                                                              steps=4, parent_version=1))
+        assert again["reused"] is True and again["run_id"] == run.info.run_id
         ran = {q: set(re.findall(r"Task (ftctl\.\w+)\[.*\] succeeded", c.log(w)))
                for q, w in (("gpu", "gpu-a"), ("cpu", "cpu"))}
         assert ran["gpu"] >= {"ftctl.release_warmup", "ftctl.release_train", "ftctl.stats_train",
@@ -141,7 +152,7 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         c.worker("gpu", name="gpu-b")
         result = jobs.wait(job["job_id"], timeout=900)
         assert len(versions_for(c, "bible_history")) == 1
-        [run] = releases_of(c, job["job_id"])
+        [run] = releases_of(c, result)
         assert run.info.status == "FINISHED"
         trains = [r for r in children(c, run.info.run_id) if r.info.run_name == "replay-train"]
         assert sorted(r.info.status for r in trains) == ["FAILED", "FINISHED"]
