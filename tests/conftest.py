@@ -13,3 +13,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cli_overrides() -> None:
+    """`ftctl --workspace X ...` stores X for the process (one invocation per process in real
+    use); tests invoke the app many times in one process, so no test inherits another's."""
+    from cli.common import ROOT_OVERRIDES
+
+    ROOT_OVERRIDES.clear()

@@ -201,7 +201,7 @@ def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             ok.append(True)
-        except OSError:
+        except Exception:  # OSError, or anything a patched/odd socket layer raises: unreachable
             ok.append(False)
 
     t = threading.Thread(target=probe, name="ftctl-hub-probe", daemon=True)

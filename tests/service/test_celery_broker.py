@@ -61,8 +61,11 @@ def test_same_job_submitted_twice_runs_once(running: Cluster) -> None:
     assert first["submitted"] and not second["submitted"]
     out = jobs.wait("diagnose-twice", timeout=90)
     # A redelivered / duplicated message (new task id, same job id) returns the recorded result.
+    # Task ids carry the cluster's prefix: results outlive a test session in the shared Redis, and
+    # the cluster's clean-up removes only prefixed keys (a fixed id once read a stale result).
     dup = jobs.app.tasks["ftctl.diagnose"].apply_async(
-        ("diagnose-twice", 0.5, 2), task_id="diagnose-twice.dup", queue=running.prefix + "gpu")
+        ("diagnose-twice", 0.5, 2), task_id=f"diagnose-twice.1-{running.prefix}dup",
+        queue=running.prefix + "gpu")
     again = dup.get(timeout=90)
     assert again["reused"] is True and again["run_id"] == out["run_id"]
     assert len(runs_of(running, "diagnose-twice")) == 1
@@ -72,7 +75,7 @@ def _raw(c: Cluster, jobs: Any, job_id: str, **publish: Any) -> None:
     """Publish a hand-made message on the gpu queue for a job that has a record."""
     from kombu import Connection, Exchange, Producer
 
-    jobs.store.create(job_id, {"kind": "diagnose", "task_id": f"{job_id}.1", "state": "PENDING",
+    jobs.store.create(job_id, {"kind": "diagnose", "task_id": publish["headers"]["id"], "state": "PENDING",
                                "args": {"seconds": 0, "steps": 1}, "queue": c.prefix + "gpu"})
     q = c.prefix + "gpu"
     with Connection(c.broker_url) as conn:
@@ -83,19 +86,19 @@ def test_bad_messages_fail_their_job_and_the_worker_keeps_serving(running: Clust
     jobs = running.jobs()
     gpu = running.prefix + "gpu"
     # Unknown task name.
-    jobs.store.create("bad-name", {"kind": "diagnose", "task_id": "bad-name.1", "state": "PENDING"})
-    jobs.app.send_task("ftctl.no_such_task", args=[1], task_id="bad-name.1", queue=gpu)
+    jobs.store.create("bad-name", {"kind": "diagnose", "task_id": f"bad-name.1-{running.prefix}", "state": "PENDING"})
+    jobs.app.send_task("ftctl.no_such_task", args=[1], task_id=f"bad-name.1-{running.prefix}", queue=gpu)
     # Bad arguments: wrong types, then a missing argument.
-    jobs.store.create("bad-args", {"kind": "diagnose", "task_id": "bad-args.1", "state": "PENDING"})
-    jobs.app.send_task("ftctl.diagnose", args=["bad-args", "soon", 0], task_id="bad-args.1", queue=gpu)
-    jobs.store.create("few-args", {"kind": "diagnose", "task_id": "few-args.1", "state": "PENDING"})
-    jobs.app.send_task("ftctl.diagnose", args=["few-args"], task_id="few-args.1", queue=gpu)
+    jobs.store.create("bad-args", {"kind": "diagnose", "task_id": f"bad-args.1-{running.prefix}", "state": "PENDING"})
+    jobs.app.send_task("ftctl.diagnose", args=["bad-args", "soon", 0], task_id=f"bad-args.1-{running.prefix}", queue=gpu)
+    jobs.store.create("few-args", {"kind": "diagnose", "task_id": f"few-args.1-{running.prefix}", "state": "PENDING"})
+    jobs.app.send_task("ftctl.diagnose", args=["few-args"], task_id=f"few-args.1-{running.prefix}", queue=gpu)
     # Malformed: a pickle body (refused: JSON only) and a body that is not JSON at all.
     headers = {"task": "ftctl.diagnose", "lang": "py", "argsrepr": "", "kwargsrepr": ""}
     _raw(running, jobs, "pickled", body=b"\x80\x04K\x01.", content_type="application/x-python-serialize",
-         content_encoding="binary", headers={**headers, "id": "pickled.1"})
+         content_encoding="binary", headers={**headers, "id": f"pickled.1-{running.prefix}"})
     _raw(running, jobs, "garbled", body=b"{not json", content_type="application/json",
-         content_encoding="utf-8", headers={**headers, "id": "garbled.1"})
+         content_encoding="utf-8", headers={**headers, "id": f"garbled.1-{running.prefix}"})
     expect = {"bad-name": "no_such_task", "bad-args": "bad arguments", "few-args": "argument",
               "pickled": "JSON", "garbled": ""}
     for job_id, words in expect.items():
