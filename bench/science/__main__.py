@@ -27,6 +27,7 @@ SWEEP_METHODS = ("additive", "knn_pearson", "mf", "als")
 class Plan:
     """What one invocation measures; `quick` is the CI smoke, the default is the full study."""
 
+    name: str = "full"
     world: str = "study"
     tasks: int = 0  # statistics tasks; 0 = every task of the world
     seeds: tuple[int, ...] = tuple(range(10))  # prediction seeds (probe draws)
@@ -40,14 +41,26 @@ class Plan:
     # the full grid at both would double a multi-hour run for no new question.
     ratio_methods: dict[float, set[str]] = field(default_factory=lambda: {
         1 / 8: {"random", "random (online)", "oracle", "mf (online)", "mf (offline)", "best (online)"}})
+    # Seeds run at a budget (None: all replay seeds).
+    ratio_seeds: dict[float, tuple[int, ...]] = field(default_factory=dict)
     # The investigation: how the sampling temperature shapes predicted and oracle replay (r = 1/32).
     temperatures: tuple[float, ...] = (0.03, 0.3, 1.0)
     sweep_tasks: int = 5
     sweep_seeds: tuple[int, ...] = (0, 1)
 
     @classmethod
+    def core(cls) -> Plan:
+        """The full matrix and prediction study with a replay grid that fits about 2.5 hours on
+        2 cores: every strategy of the issue at r = 1/32 on 10 tasks x 3 seeds (offline mode
+        for MF only), the main contrast (random vs MF online) at r = 1/8 on one seed, and a
+        two-temperature sweep on 3 tasks. `full` runs the whole grid (~5 h on 2 cores)."""
+        return cls(name="core", offline=("mf",), ratio_methods={1 / 8: {"random", "mf (online)", "oracle"}},
+                   ratio_seeds={1 / 8: (0,)}, temperatures=(0.03, 1.0), sweep_tasks=3,
+                   sweep_seeds=(0,))
+
+    @classmethod
     def quick(cls) -> Plan:
-        return cls(world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
+        return cls(name="quick", world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
                    ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={},
                    temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,))
 
@@ -176,25 +189,36 @@ class Bench:
                 for r, labels in self.plan.ratio_methods.items()}
         tasks = self.replay_tasks()
         first, second = plan_cells(tasks, self.plan.replay_seeds, self.plan.ratios,
-                                   fix(self.plan.online), fix(self.plan.offline), only or None)
+                                   fix(self.plan.online), fix(self.plan.offline), only or None,
+                                   self.plan.ratio_seeds or None)
         self.say(f"replay: {len(first) + len(second)} releases over {len(tasks)} tasks "
                  f"({', '.join(tasks)}); best other method: {best}")
         t0 = time.perf_counter()
-        counter = {"n": 0}
         total = len(first) + len(second)
+        finished: list[dict[str, Any]] = []
+
+        def record(complete: bool) -> None:
+            self.results["replay"] = {
+                "grid": self.plan.name, "tasks": tasks, "seeds": list(self.plan.replay_seeds),
+                "seeds_by_ratio": {f"{r:g}": list(v) for r, v in self.plan.ratio_seeds.items()},
+                "ratios": list(self.plan.ratios), "best_other": best, "planned_cells": total,
+                "complete": complete, "cells": list(finished),
+                "summary": summarize(finished, self.plan.ratios),
+                "wall_seconds_this_invocation": time.perf_counter() - t0}
 
         def done(r: dict[str, Any]) -> None:
-            counter["n"] += 1
+            finished.append(r)
             what = r.get("error") or f"held-out ΔNLL {r['heldout_forgetting']:.4f}"
-            self.say(f"replay {counter['n']}/{total}: {r['task']} {r['strategy']} {r['mode']} "
+            self.say(f"replay {len(finished)}/{total}: {r['task']} {r['strategy']} {r['mode']} "
                      f"r={r['ratio']:g} seed {r['seed']}: {what}")
+            # Saved as it goes: an interrupted multi-hour grid keeps (and reports) what finished;
+            # a rerun reuses those releases as finished MLflow jobs.
+            record(complete=False)
+            self.save()
 
-        results = run_cells(self.settings, first, self.workers, done)
-        results += run_cells(self.settings, second, self.workers, done)
-        self.results["replay"] = {"tasks": tasks, "seeds": list(self.plan.replay_seeds),
-                                  "ratios": list(self.plan.ratios), "best_other": best,
-                                  "cells": results, "summary": summarize(results, self.plan.ratios),
-                                  "wall_seconds_this_invocation": time.perf_counter() - t0}
+        run_cells(self.settings, first, self.workers, done)
+        run_cells(self.settings, second, self.workers, done)
+        record(complete=True)
 
     def temperature(self) -> None:
         from bench.science.grid import Cell, run_cells, temperature_summary
@@ -236,6 +260,8 @@ def _jsonable(x: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.science", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny world, few tasks, one seed (CI smoke)")
+    p.add_argument("--grid", choices=("full", "core"), default="full",
+                   help="replay grid of the study world: full (~5 h on 2 cores) or core (~2.5 h)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     p.add_argument("--workspace", type=Path, help="ftctl workspace (default <out>/workspace)")
     p.add_argument("--out", type=Path, help="results folder (default bench/out/science[-quick])")
@@ -245,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publish", action="store_true",
                    help="copy figures to docs/results/ and rewrite README's Results section")
     args = p.parse_args(argv)
-    plan = Plan.quick() if args.quick else Plan()
+    plan = Plan.quick() if args.quick else Plan.core() if args.grid == "core" else Plan()
     out = args.out or ROOT / "bench" / "out" / ("science-quick" if args.quick else "science")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))

@@ -42,13 +42,15 @@ class Cell:
 
 def plan_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[float],
                online: Sequence[str], offline: Sequence[str],
-               ratio_methods: dict[float, set[str]] | None = None) -> tuple[list[Cell], list[Cell]]:
-    """(phase 1, phase 2) cells. `ratio_methods[r]`, when given, limits the labels run at r."""
+               ratio_methods: dict[float, set[str]] | None = None,
+               ratio_seeds: dict[float, Sequence[int]] | None = None) -> tuple[list[Cell], list[Cell]]:
+    """(phase 1, phase 2) cells. `ratio_methods[r]` / `ratio_seeds[r]`, when given, limit the
+    labels / seeds run at r (the seeds of a budget must be among `seeds`: phase 1 is shared)."""
     first = [Cell(t, s, "none", "online", ratios[0]) for t in tasks for s in seeds]
     second = []
     for r in ratios:
         for t in tasks:
-            for s in seeds:
+            for s in (ratio_seeds or {}).get(r, seeds):
                 cells = [Cell(t, s, "random", "offline", r), Cell(t, s, "oracle", "online", r),
                          Cell(t, s, "random", "online", r)]
                 cells += [Cell(t, s, m, "online", r) for m in online]

@@ -215,7 +215,12 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{rep['seeds']}; each task released from release 0 with its own row left out of "
                      "the matrix; T = 0.1; scored on the held-out upstream examples, which are never "
                      "replayed. Reduction and p-values are paired against random replay over the same "
-                     f"(task, seed) pairs; the best other method was `{rep['best_other']}`.")
+                     f"(task, seed) pairs; the best other method was `{rep['best_other']}`."
+                     + (f" Grid `{rep['grid']}`" if rep.get("grid") else "")
+                     + (f"; seeds per budget {rep['seeds_by_ratio']}" if rep.get("seeds_by_ratio") else "")
+                     + ("" if rep.get("complete", True) else
+                        f". **Incomplete**: {len(rep['cells'])} of {rep.get('planned_cells', '?')} "
+                        "planned releases finished; the tables cover those"))
         for budget, rows in sorted(rep["summary"]["budgets"].items(), key=lambda kv: -float(kv[0])):
             tab = []
             for label in _strategy_order(list(rows)):
