@@ -61,6 +61,10 @@ def _show_demo(r: dict[str, Any]) -> None:
     sources = sorted({s for res in r["releases"] for s in res["heldout_per_source"]})
     table("held-out ΔNLL per upstream source", ["source", *[res["method"] for res in r["releases"]]],
           [[s, *[res["heldout_per_source"].get(s) for res in r["releases"]]] for s in sources])
+    sec = r.get("seconds", {})
+    if sec:
+        say(f"demo wall time {sec['total']:.0f} s: " + ", ".join(
+            f"{k} {v:.0f} s" for k, v in sec.items() if k != "total"))
     say(f"MLflow UI: run `ftctl ui` and open {r['ui_url']} (experiment {r['model_line']!r})")
 
 

@@ -10,6 +10,7 @@ Finished jobs are reused, so a second `ftctl demo` only prints the tables.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,19 +43,36 @@ def pick_tasks(tasks: dict[str, Any], n_stats: int) -> tuple[list[str], str]:
 
 def run_demo(settings: Settings, *, n_stats: int = 12,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Steps 1-4 of the module docstring; the result holds each step's wall seconds (`seconds`),
+    so every run reports what it cost on its machine (reused jobs make a rerun's figures small)."""
     say = progress or (lambda _m: None)
+    seconds: dict[str, float] = {}
+    t0 = t = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        seconds[step] = round(now - t, 1)
+        t = now
+
     init = init_line(settings, progress=say)
+    lap("init")
     world = load_world(settings)
     stats_tasks, new_task = pick_tasks(world.tasks, n_stats)
     say(f"statistics tasks: {', '.join(stats_tasks)}; new task: {new_task}")
     stats = collect_stats(settings, stats_tasks, progress=say)
+    lap("stats")
     lowrank = analyze(settings)
+    lap("analysis")
     releases = []
     for method in (settings.method, "random", "none"):
         req = ReleaseRequest(task=new_task, method=method, parent_version=init["version"],
                              promote=method == settings.method)
         releases.append(release_new_task(settings, req, progress=say))
+    lap("releases")
+    seconds["total"] = round(time.perf_counter() - t0, 1)
     return {"model_line": settings.model_line, "world": settings.world, "base_version": init["version"],
             "stats": stats, "lowrank": lowrank, "new_task": new_task, "releases": releases,
+            "seconds": seconds,
             "ui_url": settings.resolved_tracking_uri if settings.tracking_uri.startswith("http")
             else "http://127.0.0.1:5000"}

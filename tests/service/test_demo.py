@@ -25,7 +25,11 @@ def test_demo_runs_end_to_end_on_the_tiny_world(tmp_path: Path) -> None:
         assert set(rel["heldout_per_source"]) <= {"austen", "bible", "devil", "fortunes", "jargon", "pydoc", "wordnet"}
         assert len(rel["heldout_per_source"]) >= 5  # a stratified-enough held-out set
     assert r["releases"][2]["replayed"] == 0 and r["releases"][1]["replayed"] >= 1
+    steps = r["seconds"]
+    assert set(steps) == {"init", "stats", "analysis", "releases", "total"}
+    assert steps["total"] >= steps["stats"] > 0
     # The human tables render from the same data without error.
     human = CliRunner().invoke(app, ["--workspace", str(tmp_path), "demo", "--world", "tiny", "--tasks", "4"])
     assert human.exit_code == 0, human.stderr
     assert "held-out ΔNLL per upstream source" in human.stderr
+    assert "demo wall time" in human.stderr
