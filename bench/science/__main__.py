@@ -242,7 +242,12 @@ class Bench:
         self.results["cost"] = probe_cost(self.settings, self.plan.replay_seeds)
 
     def report(self) -> None:
+        from bench.science.grid import summarize
         from bench.science.report import write_report
+
+        rep = self.results.get("replay")
+        if rep and rep.get("cells"):  # from the cells, with this code's summary (a resumed run's too)
+            rep["summary"] = summarize(rep["cells"], rep["ratios"])
 
         write_report(self.results, self.out)
 

@@ -152,6 +152,8 @@ def summarize(results: Sequence[dict[str, Any]], ratios: Sequence[float]) -> dic
             row["heldout_mean"], row["heldout_std"] = _mean_std(held)
             row["task_loss_mean"], _ = _mean_std([cells[p]["task_loss_after"] for p in pairs])
             row["budget"] = int(np.median([cells[p].get("budget") or 0 for p in pairs]))
+            # distinct upstream examples actually replayed (online: the warm-up plan's and its own)
+            row["replayed_mean"], _ = _mean_std([cells[p].get("replayed") or 0 for p in pairs])
             if base:
                 row["reduction_vs_random"] = 1.0 - float(np.sum(held)) / float(np.sum(base))
                 row["pair_wins"] = int(np.sum(np.asarray(held) < np.asarray(base)))

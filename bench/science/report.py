@@ -82,8 +82,12 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
                 "strategy": best, "budget": key, "measured": row["reduction_vs_random"],
                 "t_p": row["vs_random"]["t_p"], "wilcoxon_p": row["vs_random"]["wilcoxon_p"],
                 "met": row["reduction_vs_random"] >= 0.15 and row["vs_random"]["t_p"] < 0.01}
-            share = row.get("share_of_oracle_reduction")
-            out["replay_70pct_of_oracle"] = {"strategy": best, "measured": share,
+            # The oracle replays one plan after a plain fine-tune, as the offline mode does; the
+            # online mode replays two plans (more distinct examples), so its share is no measure.
+            same = {k: v for k, v in preds.items() if k.endswith("(offline)")} or preds
+            alike = max(same, key=lambda k: same[k]["reduction_vs_random"])
+            share = same[alike].get("share_of_oracle_reduction")
+            out["replay_70pct_of_oracle"] = {"strategy": alike, "measured": share,
                                              "met": share is not None and share >= 0.7}
     cost = results.get("cost")
     if cost:
@@ -229,6 +233,7 @@ def markdown(results: dict[str, Any]) -> str:
                 red = r.get("reduction_vs_random")
                 red2 = r.get("reduction_vs_random_online")
                 tab.append([label, r["n"], r["budget"] if label != "none" else 0,
+                            _f(r.get("replayed_mean"), 1) if label != "none" else 0,
                             f"{_f(r['heldout_mean'], 4)} ± {_f(r['heldout_std'], 4)}",
                             _f(r["task_loss_mean"]), "—" if red is None or label == "random" else f"{100 * red:+.1f}%",
                             f"{r.get('pair_wins', '—')}/{r['n']}" if label not in ("random",) and "pair_wins" in r else "—",
@@ -236,7 +241,7 @@ def markdown(results: dict[str, Any]) -> str:
                             "—" if red2 is None else f"{100 * red2:+.1f}% (p {_p(r['vs_random_online']['t_p'])})",
                             _f(r.get("share_of_oracle_reduction"), 2)])
             parts.append(f"Budget r = {float(budget):.4g}:\n\n" + _table(
-                ["strategy", "pairs", "plan size", "held-out ΔNLL", "task loss", "vs random",
+                ["strategy", "pairs", "plan size", "replayed", "held-out ΔNLL", "task loss", "vs random",
                  "wins", "t-test p", "Wilcoxon p", "vs random (online)", "share of oracle"], tab))
         if rep["summary"].get("failed"):
             parts.append(f"{len(rep['summary']['failed'])} release(s) failed and are left out: "
