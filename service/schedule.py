@@ -243,19 +243,19 @@ def stats_when_idle(task: Any) -> dict[str, Any]:
 def refit(task: Any) -> dict[str, Any]:
     """Refit the completion model on the current matrix, ahead of the next release.
 
-    The fit lands in the workspace's completer cache (service.stages.completer), so the next
+    The fit lands in the workspace's completer cache (service.completers.completer), so the next
     release on this matrix starts from it; the job also snapshots the matrix
     (`matrix/forgetting.npz`) and fails early, on a schedule, if the matrix breaks the method.
     The job id is the set of rows: an unchanged matrix is not refit.
     """
     import tempfile
 
+    from service.completers import completer
     from service.context import load_upstream
     from service.jobs import job_id_for, run_job
     from service.matrixstore import assemble
     from service.predict import make_method
     from service.registry import Registry
-    from service.stages import completer
     from service.tracking import TAG, RunHandle, Tracker
 
     settings = task.app.ftctl_settings

@@ -100,10 +100,10 @@ def test_fits_are_cached_and_the_scheduled_refit_warms_the_cache(ws: Path) -> No
 
     import numpy as np
 
+    from service.completers import completer
     from service.context import load_upstream
     from service.schedule import refit
     from service.settings import load_settings
-    from service.stages import completer
 
     s = load_settings(overrides={"workspace": ws}, env={})
     cache = s.cache_dir / "completers"

@@ -1,0 +1,72 @@
+"""The completion model a release folds its probes into: the requested method fitted on the
+matrix besides the new task (or an explained fallback), cached in the workspace by its rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.context import Upstream
+from service.matrixstore import assemble
+from service.settings import Settings
+from service.tracking import Tracker
+
+
+def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
+              parent_version: int, task_name: str = "",
+              rows: list[str] | None = None) -> tuple[Any, str, str]:
+    """(fitted completer or None, the method used, a note): the requested method on the rows of
+    the matrix besides this task, or an explained fallback when it has too few rows.
+
+    Fits are cached by (method, the exact rows, upstream digest) in the workspace: the stages of
+    one release and every release on an unchanged matrix share one fit, and the scheduled refit
+    (service/schedule.py) computes it ahead of the next release.
+    """
+    from forgetting.completion import make_completer
+    from service.predict import make_method
+
+    comp = make_method(settings, method, upstream)
+    matrix, note = known_matrix(tracker, upstream, parent_version, comp.min_rows, task_name, rows)
+    n = matrix.values.shape[0]
+    if n < comp.min_rows:
+        fallback = "additive" if n >= make_completer("additive").min_rows else "random"
+        note = (f"{method} needs {comp.min_rows} known rows, the matrix has {n} ({note}); "
+                f"fell back to {fallback}. Collect more with `ftctl stats collect`")
+        method = fallback
+        comp = make_completer(fallback) if fallback != "random" else None
+    if comp is not None:
+        comp = _fit_cached(settings, comp, method, matrix, upstream.digest)
+    return comp, method, note
+
+
+def known_matrix(tracker: Tracker, upstream: Upstream, parent_version: int, min_rows: int,
+                 task_name: str = "", rows: list[str] | None = None) -> tuple[Any, str]:
+    """The rows a release completes from: the matrix besides its own task — or exactly the rows
+    (run ids) `begin` chose, so that statistics jobs finishing mid-release change nothing."""
+    got = assemble(tracker, upstream, base_version=parent_version, min_rows=min_rows,
+                   exclude_tasks=frozenset({task_name}) if task_name else frozenset())
+    if rows is None:
+        return got.matrix, got.note
+    keep = [r.key for r in got.matrix.rows if r.key in set(rows)]
+    return got.matrix.select_rows(keep), f"{len(keep)} rows chosen when the release began"
+
+
+def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest: str) -> Any:
+    import hashlib
+    import os
+    import pickle
+
+    blob = f"{method}|{digest}|{'|'.join(sorted(r.key for r in matrix.rows))}|{comp.config!r}"
+    path = settings.cache_dir / "completers" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.pkl"
+    if path.exists():
+        try:
+            with path.open("rb") as f:  # written by this workspace's own jobs (below)
+                return pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+            path.unlink(missing_ok=True)  # a stale or torn file: refit
+    comp.fit(matrix.values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(comp, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return comp
