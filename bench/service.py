@@ -77,8 +77,8 @@ class Deployment:
             time.sleep(0.2)
 
     def jobs(self) -> Any:
-        from service.celery_app import make_app
-        from service.remote import RemoteJobs
+        from service.dist.app import make_app
+        from service.dist.client import RemoteJobs
         from service.settings import load_settings
 
         s = load_settings(env=self.env)
@@ -148,7 +148,7 @@ def release(dep: Deployment, steps: int) -> dict[str, Any]:
     mine = json.loads(local.stdout.strip().splitlines()[-1])
     dep.start_worker("gpu")
     dep.start_worker("cpu")
-    from service.release import ReleaseRequest
+    from service.release.request import ReleaseRequest
 
     jobs = dep.jobs()
     t0 = time.perf_counter()
@@ -165,8 +165,8 @@ def release(dep: Deployment, steps: int) -> dict[str, Any]:
 
 IN_PROCESS = """
 import json, sys, time
-import service.celery_app, service.release  # what a worker has imported before its first job
-from service.release import ReleaseRequest, release_new_task
+import service.dist.app, service.release.request  # what a worker has imported before its first job
+from service.release.request import ReleaseRequest, release_new_task
 from service.settings import load_settings
 t0 = time.perf_counter()
 out = release_new_task(load_settings(), ReleaseRequest(task="bible_gospels", method="random",
@@ -199,7 +199,7 @@ def logging_cost(tmp: Path, n: int = 1_000_000, calls: int = 2_000) -> dict[str,
     import pandas as pd
 
     from service.settings import load_settings
-    from service.tracking import ROW_ARTIFACT, Tracker
+    from service.tracking.store import ROW_ARTIFACT, Tracker
 
     tracker = Tracker(load_settings(env={"FTCTL_WORKSPACE": str(tmp / "log-ws")}))
     rng = np.random.default_rng(0)

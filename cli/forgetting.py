@@ -18,7 +18,7 @@ replay_app = typer.Typer(help="Replay recommendations.", no_args_is_help=True)
 @handle_errors
 def analyze(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """R² of truncated SVD ranks 1..10 and of the additive / task-only / example-only fits."""
-    from service.analysis import analyze as _analyze
+    from service.pipeline.analysis import analyze as _analyze
 
     emit(_analyze(settings()), as_json, _show)
 
@@ -45,7 +45,7 @@ def evaluate(
 ) -> None:
     """Leave-tasks-out: observe k probes per held-out task, complete its row, score the rest."""
     from forgetting.completion import METHODS
-    from service.predict import evaluate_methods
+    from service.pipeline.predict import evaluate_methods
 
     methods = list(METHODS) if not method or "all" in method else method
     r = evaluate_methods(settings(), methods=methods, k=k, seeds=range(seeds), split=split,
@@ -75,7 +75,7 @@ def predict(
     debug: DebugOpt = False,
 ) -> None:
     """Predict which upstream examples a task will make the model forget, from k probes."""
-    from service.predict import predict_task
+    from service.pipeline.predict import predict_task
 
     s = settings(k=k)
     r = predict_task(s, task, method=method or _completion_method(s), top=top, progress=say)
@@ -103,7 +103,7 @@ def recommend(
     debug: DebugOpt = False,
 ) -> None:
     """Which upstream examples to replay while fine-tuning a task (never the held-out set)."""
-    from service.predict import recommend_replay
+    from service.pipeline.predict import recommend_replay
 
     s = settings()
     r = recommend_replay(s, task, method=method or _completion_method(s), budget=budget, progress=say)

@@ -22,7 +22,7 @@ def init(
     debug: DebugOpt = False,
 ) -> None:
     """Create the model line: build (once) and register the base model as version 1 @champion."""
-    from service.lineinit import init_line
+    from service.pipeline.line import init_line
 
     s = settings(world=world, model_line=model_line)
     emit(init_line(s, model_dir=model, progress=say), as_json,
@@ -39,7 +39,7 @@ def demo(
 ) -> None:
     """The main job end to end: init, statistics, low-rank analysis, and a new task released with
     predicted replay beside random replay and no replay."""
-    from service.demo import run_demo
+    from service.release.demo import run_demo
 
     result = run_demo(settings(world=world), n_stats=tasks, progress=say)
     emit(result, as_json, _show_demo)
@@ -100,7 +100,7 @@ def runs_list(
     debug: DebugOpt = False,
 ) -> None:
     """Jobs of the model line, newest last."""
-    from service.tracking import TAG, Tracker
+    from service.tracking.store import TAG, Tracker
 
     tracker = Tracker(settings())
     filters = {TAG + "role": "job"} | ({TAG + "kind": kind} if kind else {})
@@ -118,7 +118,7 @@ def runs_list(
 def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (from `ftctl runs list`).")],
               as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """One run: status, tags, params and metrics."""
-    from service.tracking import Tracker
+    from service.tracking.store import Tracker
 
     r = Tracker(settings()).get_run(run_id)
     emit({"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,

@@ -35,7 +35,7 @@ def new_task(
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune the @champion on a new task with the replay its predicted forgetting calls for."""
-    from service.release import ReleaseRequest, release_new_task
+    from service.release.request import ReleaseRequest, release_new_task
 
     if wait and not remote:
         raise typer.BadParameter("--wait follows a remote job; add --remote")
@@ -69,8 +69,8 @@ def _show_release(r: dict[str, Any]) -> None:
 @handle_errors
 def list_versions(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """The model line's versions with their aliases and lineage."""
-    from service.registry import Registry
-    from service.tracking import Tracker
+    from service.tracking.registry import Registry
+    from service.tracking.store import Tracker
 
     versions = [v.to_dict() for v in Registry(Tracker(settings())).versions()]
     emit(versions, as_json, lambda vs: table("versions", ["version", "aliases", "task", "method", "parent", "gate"], [
@@ -83,8 +83,8 @@ def list_versions(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
 def show(version: Annotated[int, typer.Argument(help="Version number.")], as_json: JsonOpt = False,
          debug: DebugOpt = False) -> None:
     """One version: aliases, lineage tags, source and the run that produced it."""
-    from service.registry import Registry
-    from service.tracking import Tracker
+    from service.tracking.registry import Registry
+    from service.tracking.store import Tracker
 
     emit(Registry(Tracker(settings())).get(version).to_dict(), as_json)
 
@@ -94,7 +94,7 @@ def show(version: Annotated[int, typer.Argument(help="Version number.")], as_jso
 def promote(version: Annotated[int, typer.Argument(help="Version to make @champion.")],
             as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Point @champion at a version (bypasses the gate: the decision is yours)."""
-    from service.lineinit import promote as _promote
+    from service.pipeline.line import promote as _promote
 
     emit(_promote(settings(), version), as_json, lambda r: say(f"@champion → version {r['champion']}"))
 
@@ -104,7 +104,7 @@ def promote(version: Annotated[int, typer.Argument(help="Version to make @champi
 def rollback(version: Annotated[int | None, typer.Argument(help="Version to return to; default: the champion's parent.")] = None,
              as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Move @champion back (to the current champion's parent unless a version is given)."""
-    from service.lineinit import rollback as _rollback
+    from service.pipeline.line import rollback as _rollback
 
     emit(_rollback(settings(), version), as_json,
          lambda r: say(f"@champion → version {r['champion']} (was {r['previous_champion']})"))

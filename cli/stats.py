@@ -27,9 +27,9 @@ def collect(
     debug: DebugOpt = False,
 ) -> None:
     """Collect one full row of the forgetting matrix per task (finished tasks are reused)."""
-    from service.context import load_world
     from service.errors import ServiceError
-    from service.stats import collect_stats
+    from service.pipeline.inputs import load_world
+    from service.pipeline.stats import collect_stats
 
     s = settings(steps=steps)
     refs = list(tasks or [])
@@ -40,7 +40,7 @@ def collect(
     if (shards != 1 or wait) and not remote:
         raise typer.BadParameter("--shards and --wait are for remote jobs; add --remote")
     if remote:
-        from service.remote import RemoteJobs
+        from service.dist.client import RemoteJobs
 
         jobs = RemoteJobs(s)
         submitted = [jobs.submit_stats(ref, shards=shards) for ref in refs]

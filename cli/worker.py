@@ -59,8 +59,8 @@ def worker(
     debug: DebugOpt = False,
 ) -> None:
     """Run a Celery worker on the gpu or cpu queue with the right pool and thread settings."""
-    from service.celery_app import make_app
-    from service.remote import JobStore  # noqa: F401  (fail now if redis is missing)
+    from service.dist.app import make_app
+    from service.dist.client import JobStore  # noqa: F401  (fail now if redis is missing)
 
     s = settings()
     argv, env = worker_argv(queue, "", gpu, concurrency, loglevel)
@@ -90,10 +90,10 @@ def scheduler(
 ) -> None:
     """Run Celery beat (inbox, statistics and refit schedules). Exactly one per deployment:
     a second scheduler refuses to start while the first holds the lock in Redis."""
-    from service.celery_app import make_app
+    from service.dist.app import make_app
+    from service.dist.client import JobStore
+    from service.dist.guard import Heartbeat
     from service.errors import ServiceError
-    from service.guard import Heartbeat
-    from service.remote import JobStore
 
     s = settings()
     app = make_app(s)
@@ -117,7 +117,7 @@ def scheduler(
 
 
 def _jobs() -> Any:
-    from service.remote import RemoteJobs
+    from service.dist.client import RemoteJobs
 
     return RemoteJobs(settings())
 
@@ -196,7 +196,7 @@ def follow(jobs: Any, job: dict[str, Any], wait: bool, as_json: bool) -> None:
 def submit_release(s: Any, req: Any, wait: bool, as_json: bool) -> None:
     """`ftctl release new-task … --remote [--wait]` (called from cli/release.py with the
     command's settings: its per-job options travel with the job)."""
-    from service.remote import RemoteJobs
+    from service.dist.client import RemoteJobs
 
     jobs = RemoteJobs(s)
     follow(jobs, jobs.submit_release(req), wait, as_json)
@@ -209,8 +209,8 @@ def inbox_add(data: Annotated[str, typer.Argument(help="Task data (file or folde
               mode: Annotated[str, typer.Option(help="online or offline (default online).")] = "",
               as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Add a task to the inbox; the scheduler releases it from the current @champion."""
-    from service.celery_app import DistConfig
-    from service.schedule import Inbox
+    from service.dist.app import DistConfig
+    from service.dist.beat import Inbox
 
     s = settings()
     path = Inbox.of(s, DistConfig.from_settings(s)).add(data, method=method, mode=mode)
@@ -221,8 +221,8 @@ def inbox_add(data: Annotated[str, typer.Argument(help="Task data (file or folde
 @handle_errors
 def inbox_list(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Items waiting, being released, done and failed."""
-    from service.celery_app import DistConfig
-    from service.schedule import SUBDIRS, Inbox
+    from service.dist.app import DistConfig
+    from service.dist.beat import SUBDIRS, Inbox
 
     s = settings()
     inbox = Inbox.of(s, DistConfig.from_settings(s))
@@ -234,7 +234,7 @@ def inbox_list(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
 
 
 def _safe(url: str) -> str:
-    from service.remote import _safe as safe
+    from service.dist.client import _safe as safe
 
     return safe(url)
 

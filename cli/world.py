@@ -78,7 +78,7 @@ def show_base(
     ws = settings().workspace
     if build_missing and w.base_model_spec.kind == "scratch" \
             and not (base_model_dir(w, ws) / "pretrain.json").is_file():
-        from service.compute import step_messages
+        from service.pipeline.compute import step_messages
 
         say(f"pre-training the base model of world {w.name!r} into {ws} (once)")
         ensure_base_model(w, ws, progress=step_messages(say, "pre-training"))

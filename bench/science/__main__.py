@@ -111,7 +111,7 @@ class Bench:
         os.replace(tmp, self.out / "results.json")
 
     def world(self) -> Any:
-        from service.context import load_world
+        from service.pipeline.inputs import load_world
 
         return load_world(self.settings)
 
@@ -127,8 +127,8 @@ class Bench:
 
     # ---------------------------------------------------------------- stages
     def matrix(self) -> None:
-        from service.lineinit import init_line
-        from service.stats import collect_stats
+        from service.pipeline.line import init_line
+        from service.pipeline.stats import collect_stats
         from training.world.pretrain import ensure_base_model
 
         world = self.world()
@@ -148,7 +148,7 @@ class Bench:
             raise SystemExit(f"{len(failed)} statistics job(s) failed: {failed}")
 
     def lowrank(self) -> None:
-        from service.analysis import analyze, source_table
+        from service.pipeline.analysis import analyze, source_table
 
         got = analyze(self.settings, figure_dir=self.out)
         self.results["lowrank"] = {k: got[k] for k in ("rows", "columns", "report", "study_olmo7b_r2",
@@ -156,7 +156,7 @@ class Bench:
         self.results["per_source"] = source_table(self.settings)
 
     def prediction(self) -> None:
-        from service.predict import evaluate_methods
+        from service.pipeline.predict import evaluate_methods
 
         seeds = self.plan.seeds
         runs: dict[str, Any] = {}

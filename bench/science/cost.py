@@ -28,10 +28,10 @@ def _median_seconds(fn: Any, repeat: int) -> float:
 def probe_cost(settings: Settings, seeds: Sequence[int], method: str = "mf") -> dict[str, Any]:
     from forgetting.completion import make_completer
     from forgetting.probes import choose_probes
-    from service.context import load_upstream
-    from service.matrixstore import assemble
-    from service.registry import Registry
-    from service.tracking import Tracker
+    from service.pipeline.inputs import load_upstream
+    from service.tracking.matrix import assemble
+    from service.tracking.registry import Registry
+    from service.tracking.store import Tracker
     from training.model import load_model
     from training.nll import measure_nll
 

@@ -62,7 +62,7 @@ def plan_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[floa
 
 def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
     """One release (in this process): the cell's fields plus the release's result or error."""
-    from service.release import ReleaseRequest, release_new_task
+    from service.release.request import ReleaseRequest, release_new_task
 
     s = settings.replace(replay_ratio=cell.ratio, temperature=cell.temperature)  # the seed: with the request; the
     # held-out set stays the line's own (it is seeded by settings.heldout_seed, not by this seed)

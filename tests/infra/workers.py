@@ -83,12 +83,12 @@ class Cluster:
         return load_settings(env=self.env())
 
     def app(self) -> Any:
-        from service.celery_app import make_app
+        from service.dist.app import make_app
 
         return make_app(self.settings(), env=self.env())
 
     def jobs(self) -> Any:
-        from service.remote import RemoteJobs
+        from service.dist.client import RemoteJobs
 
         return RemoteJobs(self.settings(), self.app())
 

@@ -30,7 +30,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def runs_of(c: Cluster, job_id: str) -> list[Any]:
-    from service.tracking import TAG, Tracker
+    from service.tracking.store import TAG, Tracker
 
     return Tracker(c.settings()).find_runs({TAG + "job_id": job_id}, status=None)
 

@@ -48,7 +48,7 @@ def init_line(c: Cluster) -> None:
 
 
 def tracker(c: Cluster) -> Any:
-    from service.tracking import Tracker
+    from service.tracking.store import Tracker
 
     return Tracker(c.settings())
 
@@ -59,7 +59,7 @@ def releases_of(c: Cluster, result: dict[str, Any]) -> list[Any]:
 
 
 def _runs_of(c: Cluster, job_id: str) -> list[Any]:
-    from service.tracking import TAG
+    from service.tracking.store import TAG
 
     return tracker(c).find_runs({TAG + "job_id": job_id}, status=None)
 
@@ -69,13 +69,13 @@ def children(c: Cluster, run_id: str) -> list[Any]:
 
 
 def versions_for(c: Cluster, task: str) -> list[Any]:
-    from service.registry import Registry
+    from service.tracking.registry import Registry
 
     return [v for v in Registry(tracker(c)).versions() if v.tags.get("ftctl.task") == task]
 
 
 def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
-    from service.release import ReleaseRequest
+    from service.release.request import ReleaseRequest
 
     require_redis()
     with cluster(tmp_path, FTCTL_STEPS="4", FTCTL_K="5") as c:
@@ -93,9 +93,9 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         sharded = jobs.submit_stats("py_io", shards=3)
         res = jobs.wait(sharded["job_id"], timeout=600)
         assert res["task"] == "py_io" and res["shards"] == 3
-        from service.context import load_or_measure_nll, load_upstream
-        from service.registry import Registry
-        from service.stats import collect_stats, model_key
+        from service.pipeline.inputs import load_or_measure_nll, load_upstream
+        from service.pipeline.stats import collect_stats, model_key
+        from service.tracking.registry import Registry
 
         s = c.settings()
         t = tracker(c)
@@ -125,7 +125,7 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         assert stages == {"warm-up": "FINISHED", "predict": "FINISHED", "replay-train": "FINISHED",
                           "measure": "FINISHED"}
         # The same release in-process is the same job: its recorded result, not a second fine-tune.
-        from service.release import release_new_task
+        from service.release.request import release_new_task
 
         again = release_new_task(c.settings(), ReleaseRequest(task="bible_gospels", method="additive",
                                                               steps=4, parent_version=1))

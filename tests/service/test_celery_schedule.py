@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 
 def register_champion(c: Cluster) -> int:
     """A registered @champion (what `ftctl init` leaves); the scan only needs its version."""
-    from service.registry import CHAMPION, Registry
-    from service.tracking import Tracker
+    from service.tracking.registry import CHAMPION, Registry
+    from service.tracking.store import Tracker
 
     model = c.tmp / "model"
     model.mkdir()

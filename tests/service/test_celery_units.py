@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from service.celery_app import ROUTES, DistConfig, celery_config, make_app
+from service.dist.app import ROUTES, DistConfig, celery_config, make_app
+from service.dist.beat import Inbox, beat_schedule, parse_schedule
+from service.dist.tasks import job_of, shard_bounds
 from service.errors import ServiceError
-from service.schedule import Inbox, beat_schedule, parse_schedule
 from service.settings import load_settings
-from service.tasks import job_of, shard_bounds
 
 BROKER = "redis://:secret@127.0.0.1:6379/9"
 
@@ -142,8 +142,8 @@ def test_worker_flags() -> None:
 
 
 def test_per_job_settings_travel_as_json_and_are_validated() -> None:
-    from service.remote import job_overrides
-    from service.tasks import job_settings
+    from service.dist.client import job_overrides
+    from service.dist.tasks import job_settings
 
     s = settings(FTCTL_METHOD="knn", FTCTL_STEPS="7")
     app = make_app(settings())
@@ -160,8 +160,8 @@ def test_per_job_settings_travel_as_json_and_are_validated() -> None:
 
 
 def test_progress_reads_stage_step_and_eta_from_pipeline_messages() -> None:
-    from service.remote import JobStore, describe
-    from service.tasks import JobCancelled, Progress
+    from service.dist.client import JobStore, describe
+    from service.dist.tasks import JobCancelled, Progress
     from tests.infra.workers import require_redis, session_db
 
     require_redis()

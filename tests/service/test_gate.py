@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.release import evaluate_gate
+from service.release.request import evaluate_gate
 from service.settings import Settings
 
 M = {"heldout_forgetting_mean": 0.20}

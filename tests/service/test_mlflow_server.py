@@ -78,10 +78,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_tracking_and_registry_over_a_real_server(server: str, tmp_path: Path) -> None:
-    from service.jobs import run_job
-    from service.registry import CHAMPION, Registry
     from service.settings import load_settings
-    from service.tracking import ROW_ARTIFACT, TAG, Tracker
+    from service.tracking.jobs import run_job
+    from service.tracking.registry import CHAMPION, Registry
+    from service.tracking.store import ROW_ARTIFACT, TAG, Tracker
 
     settings = load_settings(env={"FTCTL_WORKSPACE": str(tmp_path / "ws"), "FTCTL_TRACKING_URI": server,
                                   "FTCTL_MODEL_LINE": "server-test"})

@@ -38,13 +38,13 @@ def ok_json(ws: Path, *args: str) -> object:
 
 def tracker(ws: Path):
     from service.settings import load_settings
-    from service.tracking import Tracker
+    from service.tracking.store import Tracker
 
     return Tracker(load_settings(overrides={"workspace": ws}, env={}))
 
 
 def matrix_rows(ws: Path) -> int:
-    from service.tracking import TAG
+    from service.tracking.store import TAG
 
     return len(tracker(ws).find_runs({TAG + "kind": "stats", TAG + "role": "job"}))
 
@@ -87,7 +87,7 @@ def test_evaluate_predict_and_recommend(ws: Path) -> None:
     assert preds == sorted(preds, reverse=True)
     rec = ok_json(ws, "replay", "recommend", "translate_fra", "--method", "additive", "--budget", "4")
     assert len(rec["replay"]) == 4 and len({x["example_id"] for x in rec["replay"]}) == 4
-    from service.context import load_upstream
+    from service.pipeline.inputs import load_upstream
     from service.settings import load_settings
 
     up = load_upstream(load_settings(overrides={"workspace": ws}, env={}))
@@ -100,9 +100,9 @@ def test_fits_are_cached_and_the_scheduled_refit_warms_the_cache(ws: Path) -> No
 
     import numpy as np
 
-    from service.completers import completer
-    from service.context import load_upstream
-    from service.schedule import refit
+    from service.dist.beat import refit
+    from service.pipeline.completion import completer
+    from service.pipeline.inputs import load_upstream
     from service.settings import load_settings
 
     s = load_settings(overrides={"workspace": ws}, env={})
@@ -178,9 +178,9 @@ def test_rerun_of_the_same_job_is_reused(ws: Path) -> None:
 def test_oracle_and_offline_reuse_the_statistics_fine_tune(ws: Path) -> None:
     # translate_fra has a statistics row on version 1 with the default recipe and seed 0: the
     # oracle and the offline mode need exactly that plain fine-tune, so they reuse it.
-    from service.release import ReleaseRequest, release_new_task
+    from service.release.request import ReleaseRequest, release_new_task
     from service.settings import load_settings
-    from service.tracking import TAG
+    from service.tracking.store import TAG
 
     s = load_settings(overrides={"workspace": ws}, env={})
     t = tracker(ws)
@@ -205,7 +205,7 @@ def test_oracle_and_offline_reuse_the_statistics_fine_tune(ws: Path) -> None:
 def test_random_replay_online_draws_again_after_the_warm_up(ws: Path) -> None:
     # The control for the online methods (random warm-up plan, then their own): random replay in
     # online mode also replays two plans; in offline mode it is one draw for the whole fine-tune.
-    from service.release import ReleaseRequest, release_new_task
+    from service.release.request import ReleaseRequest, release_new_task
     from service.settings import load_settings
 
     s = load_settings(overrides={"workspace": ws}, env={})
@@ -271,8 +271,8 @@ def test_upstream_digest_mismatch_is_refused(ws: Path) -> None:
 def test_failed_job_leaves_a_failed_run_with_the_reason(ws: Path) -> None:
     # Break the champion's weights on disk: the statistics job starts, fails inside the
     # fine-tune, and must end as a FAILED run with the reason — and no row in the matrix.
-    from service.registry import Registry
-    from service.tracking import TAG
+    from service.tracking.registry import Registry
+    from service.tracking.store import TAG
 
     assert ok_json(ws, "release", "rollback", "1")["champion"] == 1  # its upstream NLL is cached
     t = tracker(ws)
@@ -298,7 +298,7 @@ def test_failed_job_leaves_a_failed_run_with_the_reason(ws: Path) -> None:
 def test_json_errors_and_missing_model_files(ws: Path) -> None:
     code, out, err = ftctl(ws, "release", "new-task", "no_such_task", "--json")
     assert code == 1 and "unknown task" in json.loads(out)["error"]  # one document, errors too
-    from service.registry import Registry
+    from service.tracking.registry import Registry
 
     registry = Registry(tracker(ws))
     source = Path(registry.champion().source.removeprefix("file://"))
@@ -315,8 +315,8 @@ def test_json_errors_and_missing_model_files(ws: Path) -> None:
 def test_a_job_running_in_another_process_is_not_run_twice(ws: Path) -> None:
     import multiprocessing as mp
 
-    from service.jobs import job_lock
     from service.settings import load_settings
+    from service.tracking.jobs import job_lock
 
     s = load_settings(overrides={"workspace": ws}, env={})
     ready, release = mp.get_context("spawn").Event(), mp.get_context("spawn").Event()
@@ -337,8 +337,8 @@ def test_a_job_running_in_another_process_is_not_run_twice(ws: Path) -> None:
 
 
 def _hold_lock(ws: str, job_id: str, ready: object, release: object) -> None:
-    from service.jobs import job_lock
     from service.settings import load_settings
+    from service.tracking.jobs import job_lock
 
     with job_lock(load_settings(overrides={"workspace": Path(ws)}, env={}), job_id):
         ready.set()  # type: ignore[attr-defined]

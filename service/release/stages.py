@@ -10,7 +10,7 @@
     finish    cpu  gate, register @candidate, promote to @champion, record the result
 
 `service.release.release_new_task` runs them in order in one process; the Celery tasks run each on
-its queue (service/tasks.py) with the state as their argument. The state holds ids, indices and
+its queue (service/dist/tasks.py) with the state as their argument. The state holds ids, indices and
 paths only — never a tensor or a row: rows and models travel through the tracking store and the
 workspace. Every stage can be rerun from its input state (a redelivered task): the fine-tunes
 resume from their last checkpoint, the registration reuses a version this job already made.
@@ -26,21 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from service.completers import completer, known_matrix
-from service.compute import (
+from service.pipeline.completion import completer, known_matrix
+from service.pipeline.compute import (
     TrainSpec,
     count_messages,
     replay_steps,
     step_messages,
     train_and_measure,
 )
-from service.context import Upstream, load_or_measure_nll, load_upstream, resolve_task
-from service.jobs import end_job
-from service.registry import CHAMPION, Registry
-from service.rows import log_row, make_row
+from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream, resolve_task
+from service.pipeline.stats import log_training, plain_row
 from service.settings import Settings
-from service.stats import log_training, plain_row
-from service.tracking import TAG, RunHandle, Tracker
+from service.tracking.jobs import end_job
+from service.tracking.registry import CHAMPION, Registry
+from service.tracking.rows import log_row, make_row
+from service.tracking.store import TAG, RunHandle, Tracker
 
 COMPLETION_METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic")
 Say = Callable[[str], None]
@@ -327,7 +327,7 @@ def train(settings: Settings, state: State, say: Say = _quiet) -> State:
 
 
 def _examples_per_step(settings: Settings, state: State) -> int:
-    from service.compute import finetune_config
+    from service.pipeline.compute import finetune_config
 
     cfg = finetune_config(settings, state["total_steps"], state["seed"])
     return cfg.examples_per_step * cfg.devices
@@ -335,8 +335,8 @@ def _examples_per_step(settings: Settings, state: State) -> int:
 
 def finish(settings: Settings, state: State, say: Say = _quiet) -> dict[str, Any]:
     """cpu: the gate, the registry, the recorded result; ends the release run FINISHED."""
-    from service.jobs import finished_result
-    from service.release import evaluate_gate, random_baseline
+    from service.release.request import evaluate_gate, random_baseline
+    from service.tracking.jobs import finished_result
 
     tracker = Tracker(settings)
     done = finished_result(tracker, state["job_id"])

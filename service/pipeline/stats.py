@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from service.compute import (
+from service.errors import ServiceError
+from service.pipeline.compute import (
     TrainOutcome,
     TrainSpec,
     count_messages,
@@ -24,13 +25,12 @@ from service.compute import (
     step_messages,
     task_steps,
 )
-from service.context import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
-from service.errors import ServiceError
-from service.jobs import end_job, job_id_for, job_lock, start_job
-from service.registry import Registry, Version
-from service.rows import log_row, make_row
+from service.pipeline.inputs import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.settings import Settings
-from service.tracking import TAG, RunHandle, Tracker
+from service.tracking.jobs import end_job, job_id_for, job_lock, start_job
+from service.tracking.registry import Registry, Version
+from service.tracking.rows import log_row, make_row
+from service.tracking.store import TAG, RunHandle, Tracker
 
 
 def model_key(settings: Settings, version: Version) -> str:

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.analysis import analyze
-from service.context import load_world
-from service.lineinit import init_line
-from service.release import ReleaseRequest, release_new_task
+from service.pipeline.analysis import analyze
+from service.pipeline.inputs import load_world
+from service.pipeline.line import init_line
+from service.pipeline.stats import collect_stats
+from service.release.request import ReleaseRequest, release_new_task
 from service.settings import Settings
-from service.stats import collect_stats
 
 
 def pick_tasks(tasks: dict[str, Any], n_stats: int) -> tuple[list[str], str]:

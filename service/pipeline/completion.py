@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.context import Upstream
-from service.matrixstore import assemble
+from service.pipeline.inputs import Upstream
 from service.settings import Settings
-from service.tracking import Tracker
+from service.tracking.matrix import assemble
+from service.tracking.store import Tracker
 
 
 def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
@@ -19,10 +19,10 @@ def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: 
 
     Fits are cached by (method, the exact rows, upstream digest) in the workspace: the stages of
     one release and every release on an unchanged matrix share one fit, and the scheduled refit
-    (service/schedule.py) computes it ahead of the next release.
+    (service/dist/beat.py) computes it ahead of the next release.
     """
     from forgetting.completion import make_completer
-    from service.predict import make_method
+    from service.pipeline.predict import make_method
 
     comp = make_method(settings, method, upstream)
     matrix, note = known_matrix(tracker, upstream, parent_version, comp.min_rows, task_name, rows)

@@ -6,7 +6,7 @@ Usage::
     ftctl worker --queue gpu --gpu 0      # one per GPU: solo pool, CUDA_VISIBLE_DEVICES=0
     ftctl worker --queue cpu              # prefork, one torch/BLAS thread per child
     ftctl scheduler                       # Celery beat: exactly ONE per deployment
-    celery -A service.celery_app:app inspect ping   # plain celery tooling works too
+    celery -A service.dist.app:app inspect ping   # plain celery tooling works too
 
 Everything comes from the ftctl settings (`FTCTL_BROKER_URL` …) plus the distributed knobs of
 `DistConfig` (env `FTCTL_<NAME>`, e.g. FTCTL_MAX_JOB_SECONDS). With an empty broker_url nothing
@@ -160,7 +160,7 @@ def celery_config(settings: Settings, dist: DistConfig) -> dict[str, Any]:
         "result_expires": 30 * 24 * 3600,  # job status is kept a month (MLflow keeps it forever)
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "worker_consumer": "service.tasks:JobConsumer",
+        "worker_consumer": "service.dist.tasks:JobConsumer",
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
     }
@@ -170,7 +170,7 @@ def make_app(settings: Settings | None = None, env: Mapping[str, str] | None = N
     """A configured Celery app with ftctl's tasks registered (a new one per call)."""
     from celery import Celery
 
-    from service import tasks
+    from service.dist import tasks
 
     settings = settings or load_settings(env=dict(env) if env is not None else None)
     dist = DistConfig.from_settings(settings, env)
@@ -183,7 +183,7 @@ def make_app(settings: Settings | None = None, env: Mapping[str, str] | None = N
 
 
 def __getattr__(name: str) -> Any:
-    # `celery -A service.celery_app:app` builds the app from the environment on first use only,
+    # `celery -A service.dist.app:app` builds the app from the environment on first use only,
     # so importing this module never needs a broker.
     if name == "app":
         global app

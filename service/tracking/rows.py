@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from service.tracking import ROW_ARTIFACT, ROW_COLUMNS, RunHandle
+from service.tracking.store import ROW_ARTIFACT, ROW_COLUMNS, RunHandle
 
 
 def make_row(

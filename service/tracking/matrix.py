@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgetting.matrix import ForgettingMatrix, RowMeta
-from service.context import Upstream
-from service.tracking import TAG, Tracker
+from service.pipeline.inputs import Upstream
+from service.tracking.store import TAG, Tracker
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 from celery.exceptions import Retry
 
 from service.errors import ServiceError
-from service.remote import JOB_OVERRIDES, JobStore
+from service.dist.client import JOB_OVERRIDES, JobStore
 from service.settings import Settings
 
 log = logging.getLogger("ftctl.worker")
@@ -86,7 +86,7 @@ class Progress:
     """The progress callback handed to pipeline functions: result backend + job record + cancel."""
 
     def __init__(self, task: Any, store: JobStore, job_id: str, soft_limit: float | None = None) -> None:
-        from service.remote import submission_of
+        from service.dist.client import submission_of
 
         self.task, self.store, self.job_id = task, store, job_id
         self.submission = submission_of(task.request.id)
@@ -164,7 +164,7 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
     """
     from celery.exceptions import Ignore
 
-    from service.remote import submission_of
+    from service.dist.client import submission_of
 
     app = task.app
     dist = app.ftctl_dist
@@ -242,7 +242,7 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
 
 def _finished(settings: Settings, job_id: str, attempts: int) -> dict[str, Any] | None:
     """The recorded result of a FINISHED run of this job id; marks runs of dead workers FAILED."""
-    from service.tracking import TAG, Tracker
+    from service.tracking.store import TAG, Tracker
 
     tracker = Tracker(settings)
     done = tracker.find_job(job_id)

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.compute import count_messages, step_messages
-from service.context import load_or_measure_nll, load_upstream, load_world
 from service.errors import ServiceError
-from service.jobs import run_job
-from service.registry import CHAMPION, Registry
+from service.pipeline.compute import count_messages, step_messages
+from service.pipeline.inputs import load_or_measure_nll, load_upstream, load_world
+from service.pipeline.stats import check_digest
 from service.settings import Settings, save_settings
-from service.stats import check_digest
-from service.tracking import TAG, RunHandle, Tracker
+from service.tracking.jobs import run_job
+from service.tracking.registry import CHAMPION, Registry
+from service.tracking.store import TAG, RunHandle, Tracker
 
 
 def init_line(settings: Settings, *, model_dir: Path | None = None,

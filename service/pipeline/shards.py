@@ -8,7 +8,7 @@
 Measuring N upstream examples dominates a statistics job on a large upstream set (the study's
 141,871 examples), and it parallelises perfectly. The run is the same MLflow job (same job id,
 tags, row artifact) as an in-process `collect_stats`, so the matrix cannot tell them apart and a
-finished one is reused by either. Celery tasks wrap these functions (service/tasks.py).
+finished one is reused by either. Celery tasks wrap these functions (service/dist/tasks.py).
 """
 
 from __future__ import annotations
@@ -21,15 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from service.compute import TrainSpec, finetune_config, step_messages, task_steps, train_and_measure
-from service.context import load_upstream, resolve_task
 from service.errors import ServiceError
-from service.jobs import end_job, finished_result, job_id_for, start_job
-from service.registry import Registry
-from service.rows import log_row, make_row
+from service.pipeline.compute import (
+    TrainSpec,
+    finetune_config,
+    step_messages,
+    task_steps,
+    train_and_measure,
+)
+from service.pipeline.inputs import load_upstream, resolve_task
+from service.pipeline.stats import check_digest, log_inputs, log_training, stats_tags, train_key
 from service.settings import Settings
-from service.stats import check_digest, log_inputs, log_training, stats_tags, train_key
-from service.tracking import TAG, Tracker
+from service.tracking.jobs import end_job, finished_result, job_id_for, start_job
+from service.tracking.registry import Registry
+from service.tracking.rows import log_row, make_row
+from service.tracking.store import TAG, Tracker
 
 Say = Callable[[str], None]
 

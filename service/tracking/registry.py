@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from service.errors import ServiceError
-from service.tracking import Tracker
+from service.tracking.store import Tracker
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from service.errors import ServiceError
-from service.tracking import TAG, RunHandle, Tracker, to_json
+from service.tracking.store import TAG, RunHandle, Tracker, to_json
 
 
 @contextmanager

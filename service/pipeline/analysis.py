@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from service.context import load_upstream
 from service.errors import ServiceError
-from service.matrixstore import AssembledMatrix, assemble
+from service.pipeline.inputs import load_upstream
 from service.settings import Settings
-from service.tracking import TAG, Tracker
+from service.tracking.matrix import AssembledMatrix, assemble
+from service.tracking.store import TAG, Tracker
 
 STUDY_OLMO7B_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}  # reference study, 85 tasks
 
@@ -22,7 +22,7 @@ STUDY_OLMO7B_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}  # referenc
 def _matrix(tracker: Tracker, settings: Settings, min_rows: int) -> AssembledMatrix:
     """The matrix of rows measured on the current @champion (or its ancestors when too few):
     rows of different base models are not comparable."""
-    from service.registry import Registry
+    from service.tracking.registry import Registry
 
     upstream = load_upstream(settings)
     got = assemble(tracker, upstream, base_version=Registry(tracker).champion().version,

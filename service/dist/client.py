@@ -167,7 +167,7 @@ class RemoteJobs:
     """The client side of the distributed mode."""
 
     def __init__(self, settings: Settings, app: Any = None) -> None:
-        from service.celery_app import make_app
+        from service.dist.app import make_app
 
         self.settings = settings
         self.app = app or make_app(settings)
@@ -204,14 +204,14 @@ class RemoteJobs:
 
     def submit_release(self, req: Any, job_id: str = "") -> dict[str, Any]:
         """Queue a release; the job id pins the parent (current @champion) and the task data."""
-        from service.registry import Registry
-        from service.tracking import Tracker
+        from service.tracking.registry import Registry
+        from service.tracking.store import Tracker
 
         parent = req.parent_version or Registry(Tracker(self.settings)).champion().version
         request = {**dataclasses.asdict(req), "parent_version": parent}
         overrides = job_overrides(self.settings)
         if not job_id:
-            from service.jobs import job_id_for
+            from service.tracking.jobs import job_id_for
 
             job_id = req.job_id or job_id_for(
                 "release", request={k: v for k, v in request.items() if k not in ("job_id", "name")},
@@ -224,7 +224,7 @@ class RemoteJobs:
 
     def submit_stats(self, task_ref: str, shards: int = 1) -> dict[str, Any]:
         """A statistics job; with shards > 1 its measurement is split across the gpu workers."""
-        from service.jobs import job_id_for
+        from service.tracking.jobs import job_id_for
 
         if shards < 1:
             raise ServiceError(f"shards must be >= 1, got {shards}")
@@ -237,7 +237,7 @@ class RemoteJobs:
 
     def submit_measure(self, version: int = 0, shards: int = 2) -> dict[str, Any]:
         """Sharded NLL measurement of a version on the whole upstream set (merged into one row)."""
-        from service.jobs import job_id_for
+        from service.tracking.jobs import job_id_for
 
         if shards < 1:
             raise ServiceError(f"shards must be >= 1, got {shards}")
@@ -250,14 +250,14 @@ class RemoteJobs:
     def submit_diagnose(self, seconds: float = 1.0, steps: int = 5, job_id: str = "",
                         queue: str = "gpu") -> dict[str, Any]:
         """A diagnostic job: reaches the tracking store, runs `steps` timed steps, records a run."""
-        from service.jobs import job_id_for
+        from service.tracking.jobs import job_id_for
 
         job_id = job_id or job_id_for("diagnose", t=time.time())
         return self._send(job_id, "diagnose", {"seconds": seconds, "steps": steps, "queue": queue})
 
     def _champion_version(self) -> int:
-        from service.registry import Registry
-        from service.tracking import Tracker
+        from service.tracking.registry import Registry
+        from service.tracking.store import Tracker
 
         return Registry(Tracker(self.settings)).champion().version
 

@@ -1,8 +1,8 @@
 """Celery tasks: thin wrappers around the in-process pipeline functions, made safe to redeliver.
 
 Every job task runs inside `service.guard.guarded` (lock, idempotency, poison cap, time limits,
-progress). A release is a chain of stage tasks (service/stages.py), a sharded statistics job a
-fine-tune, a group of shards and a merge (service/sharded.py).
+progress). A release is a chain of stage tasks (service/release/stages.py), a sharded statistics job a
+fine-tune, a group of shards and a merge (service/pipeline/shards.py).
 
 Arguments are JSON primitives only: job ids, version numbers, task names/URIs, option dicts.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 
 from service.errors import ServiceError
-from service.guard import (
+from service.dist.guard import (
     TRANSIENT,
     JobCancelled,
     JobTimeout,
@@ -28,9 +28,9 @@ from service.guard import (
     job_settings,
     log,
 )
-from service.remote import JobStore, submission_of
+from service.dist.client import JobStore, submission_of
 from service.settings import Settings
-from service.sharded import shard_bounds
+from service.pipeline.shards import shard_bounds
 
 __all__ = ["JobCancelled", "JobTimeout", "PoisonJob", "Progress", "job_of", "job_settings",
            "register", "shard_bounds"]
@@ -39,8 +39,8 @@ __all__ = ["JobCancelled", "JobTimeout", "PoisonJob", "Progress", "job_of", "job
 def release_begin(task: Any, job_id: str, request: dict[str, Any],
                   overrides: dict[str, Any]) -> dict[str, Any]:
     """cpu: open the release (job id, run) and choose method, probes and warm-up replay."""
-    from service.release import ReleaseRequest, open_release, stage_settings
-    from service.stages import begin
+    from service.release.request import ReleaseRequest, open_release, stage_settings
+    from service.release.stages import begin
 
     settings = job_settings(task.app, overrides)
     if not isinstance(request, dict) or "task" not in request:
@@ -62,7 +62,7 @@ def release_begin(task: Any, job_id: str, request: dict[str, Any],
 def _stage_body(settings: Settings, stage_s: Settings, state: dict[str, Any], fn: Callable[..., Any],
                 progress: Progress) -> Any:
     """Run one stage; a stage that fails for good fails the release run with the reason."""
-    from service.tracking import Tracker
+    from service.tracking.store import Tracker
 
     try:
         return fn(stage_s, state, progress)
@@ -75,8 +75,8 @@ def _stage_body(settings: Settings, stage_s: Settings, state: dict[str, Any], fn
 
 def _release_stage(task: Any, state: Any, job_id: str, overrides: dict[str, Any], name: str,
                    last: bool = False) -> Any:
-    from service.release import stage_settings
-    from service.stages import STAGES
+    from service.release.request import stage_settings
+    from service.release.stages import STAGES
 
     settings = job_settings(task.app, overrides)
     if not isinstance(state, dict) or not ({"run_id", "result"} & set(state)):
@@ -89,7 +89,7 @@ def _release_stage(task: Any, state: Any, job_id: str, overrides: dict[str, Any]
         return guarded(task, job_id, lambda progress: _stage_body(
             settings, stage_settings(settings, state), state, fn, progress), tracked=False, last=last)
     except (JobCancelled, JobTimeout, PoisonJob) as e:  # the job ends here: so does its run
-        from service.tracking import Tracker
+        from service.tracking.store import Tracker
 
         Tracker(settings).fail(state["run_id"], e)
         raise
@@ -126,7 +126,7 @@ RELEASE_STAGES = (release_warmup, release_predict, release_train, release_finish
 
 def stats_train(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """gpu: a sharded statistics job's fine-tune (its model is logged for the shards)."""
-    from service import sharded
+    from service.pipeline import shards as sharded
 
     settings = job_settings(task.app, overrides)
     return guarded(task, job_id, lambda progress: sharded.train(settings, task_ref, progress),
@@ -136,7 +136,7 @@ def stats_train(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]
 def stats_shard(task: Any, state: Any, job_id: str, index: int, count: int,
                 overrides: dict[str, Any]) -> dict[str, Any]:
     """gpu: before/after NLL of one slice of the upstream set (side-effect free)."""
-    from service import sharded
+    from service.pipeline import shards as sharded
 
     settings = job_settings(task.app, overrides)
     if not isinstance(state, dict) or not ({"run_id", "result"} & set(state)):
@@ -148,7 +148,7 @@ def stats_shard(task: Any, state: Any, job_id: str, index: int, count: int,
 
 def stats_merge(task: Any, shards: Any, job_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """cpu: the shards in order → one forgetting row in the statistics run."""
-    from service import sharded
+    from service.pipeline import shards as sharded
 
     settings = job_settings(task.app, overrides)
     if not isinstance(shards, list):
@@ -158,7 +158,7 @@ def stats_merge(task: Any, shards: Any, job_id: str, overrides: dict[str, Any]) 
 
 def stats(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """gpu: one statistics job — a full forgetting row for one task on the @champion."""
-    from service.stats import collect_stats
+    from service.pipeline.stats import collect_stats
 
     settings = job_settings(task.app, overrides)
 
@@ -178,9 +178,9 @@ def measure_shard(task: Any, job_id: str, version: int, index: int, count: int,
 
     Side-effect free (the merge records the row), so a redelivered shard simply runs again.
     """
-    from service.context import load_upstream
-    from service.registry import Registry
-    from service.tracking import Tracker
+    from service.pipeline.inputs import load_upstream
+    from service.tracking.registry import Registry
+    from service.tracking.store import Tracker
     from training.model import load_model
     from training.nll import measure_nll
 
@@ -208,11 +208,11 @@ def _merge(settings: Settings, shards: list[dict[str, Any]], job_id: str, versio
     import numpy as np
     import pandas as pd
 
-    from service.context import cached_nll, load_upstream
-    from service.jobs import run_job
-    from service.registry import Registry
-    from service.stats import model_key
-    from service.tracking import TAG, RunHandle, Tracker
+    from service.pipeline.inputs import cached_nll, load_upstream
+    from service.tracking.jobs import run_job
+    from service.tracking.registry import Registry
+    from service.pipeline.stats import model_key
+    from service.tracking.store import TAG, RunHandle, Tracker
 
     upstream = load_upstream(settings)
     nll = np.full(upstream.n, np.nan)
@@ -254,8 +254,8 @@ def diagnose(task: Any, job_id: str, seconds: float, steps: int) -> dict[str, An
     settings: Settings = task.app.ftctl_settings
 
     def work(progress: Progress) -> dict[str, Any]:
-        from service.jobs import run_job
-        from service.tracking import RunHandle, Tracker
+        from service.tracking.jobs import run_job
+        from service.tracking.store import RunHandle, Tracker
 
         def body(run: RunHandle) -> dict[str, Any]:
             for i in range(steps):
@@ -278,7 +278,7 @@ def echo(task: Any, value: Any) -> Any:
 
 def register(app: Any) -> None:
     """Register ftctl's tasks on `app` with the retry policy of app.ftctl_dist."""
-    from service import schedule
+    from service.dist import beat as schedule
 
     dist = app.ftctl_dist
     job = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "typing": True,
@@ -316,7 +316,7 @@ def _connect_signals() -> None:
             _record_error(app, job_of(id), f"unknown task {name!r}: this worker runs ftctl "
                           f"{', '.join(sorted(ROUTES))}; upgrade the worker or fix the task name")
 
-    from service.celery_app import ROUTES
+    from service.dist.app import ROUTES
 
     signals.task_failure.connect(on_failure, weak=False)
     signals.task_unknown.connect(on_unknown, weak=False)

@@ -171,8 +171,8 @@ class Inbox:
 
 def inbox_scan(task: Any) -> dict[str, Any]:
     """Turn the oldest ready inbox item into a release — one at a time, from the @champion."""
-    from service.release import ReleaseRequest
-    from service.remote import TERMINAL, JobStore, RemoteJobs
+    from service.release.request import ReleaseRequest
+    from service.dist.client import TERMINAL, JobStore, RemoteJobs
 
     app = task.app
     settings, dist = app.ftctl_settings, app.ftctl_dist
@@ -214,10 +214,10 @@ def inbox_scan(task: Any) -> dict[str, Any]:
 
 def stats_when_idle(task: Any) -> dict[str, Any]:
     """Queue statistics jobs for tasks without a full row on the @champion, if the gpu is idle."""
-    from service.context import load_upstream, load_world
-    from service.registry import Registry
-    from service.remote import TERMINAL, JobStore, RemoteJobs
-    from service.tracking import TAG, Tracker
+    from service.pipeline.inputs import load_upstream, load_world
+    from service.tracking.registry import Registry
+    from service.dist.client import TERMINAL, JobStore, RemoteJobs
+    from service.tracking.store import TAG, Tracker
 
     app = task.app
     settings, dist = app.ftctl_settings, app.ftctl_dist
@@ -250,13 +250,13 @@ def refit(task: Any) -> dict[str, Any]:
     """
     import tempfile
 
-    from service.completers import completer
-    from service.context import load_upstream
-    from service.jobs import job_id_for, run_job
-    from service.matrixstore import assemble
-    from service.predict import make_method
-    from service.registry import Registry
-    from service.tracking import TAG, RunHandle, Tracker
+    from service.pipeline.completion import completer
+    from service.pipeline.inputs import load_upstream
+    from service.tracking.jobs import job_id_for, run_job
+    from service.tracking.matrix import assemble
+    from service.pipeline.predict import make_method
+    from service.tracking.registry import Registry
+    from service.tracking.store import TAG, RunHandle, Tracker
 
     settings = task.app.ftctl_settings
     tracker = Tracker(settings)

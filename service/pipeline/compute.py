@@ -62,7 +62,7 @@ class TrainOutcome:
 
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
     """The world's suggested fine-tuning recipe, overridden by what the settings set explicitly."""
-    from service.context import load_world
+    from service.pipeline.inputs import load_world
     from training.config import FinetuneConfig, LoraSettings
 
     fields: dict[str, Any] = dict(load_world(settings).base_model_spec.finetune)
@@ -82,7 +82,7 @@ def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int 
 
 def task_steps(settings: Settings) -> int:
     """Fine-tuning steps per task: the settings' value, else the world's suggestion."""
-    from service.context import load_world
+    from service.pipeline.inputs import load_world
 
     return settings.steps or int(load_world(settings).base_model_spec.finetune.get("steps", 150))
 
@@ -128,7 +128,7 @@ def train_and_measure(
     progress: Callable[..., None] | None = None,
     measure_progress: Callable[[int, int], None] | None = None,
 ) -> TrainOutcome:
-    from service.context import load_upstream, resolve_task
+    from service.pipeline.inputs import load_upstream, resolve_task
     from training.finetune import CheckpointSpec, ReplaySpec, finetune
     from training.model import load_model, save_model
     from training.nll import measure_nll

@@ -19,13 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from service.context import Upstream, load_or_measure_nll, load_upstream, load_world, resolve_task
 from service.errors import ServiceError
-from service.matrixstore import assemble
-from service.registry import Registry
+from service.pipeline.inputs import (
+    Upstream,
+    load_or_measure_nll,
+    load_upstream,
+    load_world,
+    resolve_task,
+)
+from service.pipeline.stats import check_digest, model_key
 from service.settings import Settings
-from service.stats import check_digest, model_key
-from service.tracking import TAG, Tracker
+from service.tracking.matrix import assemble
+from service.tracking.registry import Registry
+from service.tracking.store import TAG, Tracker
 
 
 def embeddings(settings: Settings, upstream: Upstream, task_names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -109,7 +115,7 @@ def predict_task(settings: Settings, task_ref: str, *, method: str, top: int = 2
         delta = truth[probes]
         say(f"{task.name} has a measured row: predicting it from {len(probes)} of its entries")
     else:
-        from service.compute import TrainSpec, task_steps, train_and_measure
+        from service.pipeline.compute import TrainSpec, task_steps, train_and_measure
 
         say(f"fine-tuning {task.name} once to measure its {len(probes)} probes")
         before = load_or_measure_nll(settings, model_key(settings, parent), upstream,

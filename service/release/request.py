@@ -15,7 +15,7 @@ fine-tune that already ran with the same recipe and seed (a statistics job, a no
 with --measure-all) is reused instead of trained again.
 
 `open_release` turns a request into the first stage's state (job id, run, paths); the stages
-themselves live in service/stages.py, so that this process (`release_new_task`) and the Celery
+themselves live in service/release/stages.py, so that this process (`release_new_task`) and the Celery
 workers (one stage task per queue) run the very same code.
 """
 
@@ -28,14 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.compute import finetune_config, replay_steps, task_steps
-from service.context import heldout_size, load_upstream, resolve_task
 from service.errors import ServiceError
-from service.jobs import finished_result, job_id_for, job_lock, start_job
-from service.registry import Registry
+from service.pipeline.compute import finetune_config, replay_steps, task_steps
+from service.pipeline.inputs import heldout_size, load_upstream, resolve_task
+from service.pipeline.stats import check_digest, log_inputs, model_key, train_key
 from service.settings import METHODS, Settings
-from service.stats import check_digest, log_inputs, model_key, train_key
-from service.tracking import TAG, Tracker
+from service.tracking.jobs import finished_result, job_id_for, job_lock, start_job
+from service.tracking.registry import Registry
+from service.tracking.store import TAG, Tracker
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def stage_settings(settings: Settings, state: dict[str, Any]) -> Settings:
 
 def release_new_task(settings: Settings, req: ReleaseRequest,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The whole release in this process: the stages of service/stages.py, one after the other."""
+    """The whole release in this process: the stages of service/release/stages.py, one after the other."""
 
     say = progress or (lambda _m: None)
     with contextlib.ExitStack() as held:  # the job's lock, from its id to its recorded result
@@ -144,7 +144,7 @@ def release_new_task(settings: Settings, req: ReleaseRequest,
 
 
 def _run_stages(settings: Settings, state: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
-    from service.stages import STAGES
+    from service.release.stages import STAGES
 
     say(f"release {state['task_name']}: method {state['method']}, mode {state['mode']}, from "
         f"version {state['parent_version']}")
