@@ -9,6 +9,8 @@ Usage::
     from forgetting.replay import sample_replay
     plan = sample_replay(row, budget=32, temperature=0.1, exclude=heldout)
 
-Modules: matrix (storage), lowrank (R² analysis), completion (predictors), probes (which k
-examples to measure), replay (what to replay), metrics, evaluate (leave-tasks-out harness).
+Modules: methods (the registry of method names: completions, evaluation references, release
+controls; dependency-free), matrix (storage), lowrank (R² analysis), completion (predictors),
+probes (which k examples to measure), replay (what to replay), metrics, evaluate
+(leave-tasks-out harness).
 """

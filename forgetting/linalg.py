@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from forgetting.errors import ForgettingError
-
 
 def randomized_svd(
     a: np.ndarray, rank: int, *, seed: int = 0, oversample: int = 10, n_iter: int = 4
@@ -85,10 +83,3 @@ def masked_ridge_rows(
     grams[:, np.arange(d), np.arange(d)] += pen
     rhs = np.where(mask, y, 0.0).astype(f.dtype) @ f
     return np.linalg.solve(grams, rhs[:, :, None])[:, :, 0]
-
-
-def check_finite(x: np.ndarray, what: str, fix: str) -> None:
-    """Raise `ForgettingError` naming `what` when x holds NaN or inf."""
-    if not np.isfinite(x).all():
-        bad = "NaN" if np.isnan(x).any() else "inf"
-        raise ForgettingError(f"{what} contains {bad}; {fix}")

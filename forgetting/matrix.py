@@ -16,7 +16,8 @@ with the same position would then mean different examples.
 File format: one uncompressed `.npz` holding `values` (float32), `example_ids` (unicode) and
 `meta` (a JSON string with the row metadata, digest and format version; also the ids themselves
 when one ends in NUL, which numpy's fixed-width strings would drop), loaded without pickle.
-It is written to a temporary file in the same directory and moved into place with `os.replace`,
+It is written through `common.atomic.atomic_path` (a temporary sibling moved into place with
+`os.replace`),
 so a crash leaves either the old file or the new one, never half a file.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_path
 from forgetting.errors import ForgettingError
 
 FORMAT_VERSION = 1
@@ -274,21 +275,15 @@ class ForgettingMatrix:
         if any(i.endswith("\x00") for i in self.example_ids):
             # numpy's fixed-width unicode drops trailing NULs: keep such ids losslessly in JSON
             meta["example_ids"] = self.example_ids
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    values=self.values,
-                    example_ids=np.array(self.example_ids, dtype=str),
-                    meta=np.array(json.dumps(meta)),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(
+                fh,
+                values=self.values,
+                example_ids=np.array(self.example_ids, dtype=str),
+                meta=np.array(json.dumps(meta)),
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
         return path
 
     @classmethod

@@ -8,10 +8,10 @@ service/'s). The modules, one concept each:
     readers.py   rows from JSONL / JSON / CSV / parquet files, directories, `datasets`
     upstream.py  UpstreamSet: the examples whose forgetting is measured (stable ids, digest)
     model.py     load / build / save causal LMs, LoRA wrapping
-    config.py    FinetuneConfig, LoraSettings (the object the CLI parses and MLflow logs)
+    config.py    FinetuneConfig, LoraSettings (what a job runs; logged as MLflow parameters)
     module.py    the LightningModule (AdamW, warm-up + linear/cosine decay)
     mixture.py   the replay mixture: task stream + interleaved replay, switchable mid-run
-    nll.py       the streaming per-example NLL evaluator, ForgettingRow
+    nll.py       the streaming per-example NLL evaluator (EVALUATOR_VERSION keys its caches)
     cache.py     NllCache: a base model's per-example NLLs, measured once
     probe.py     the online probe callback (measure k probes, switch the replay schedule)
     finetune.py  finetune(): the whole job, returns FinetuneResult

@@ -6,19 +6,23 @@ Usage::
     cache = NllCache(workspace / "nll", model_key="cl-lm/v3", digest=upstream.digest, max_length=256)
     before = cache.measure(base_model, tok, upstream.examples)   # measures only what is missing
     before_probes = cache.measure(base_model, tok, probes)       # served from disk
+    cache.put(ids, values)           # values measured elsewhere (e.g. shards, merged)
+    cache.get(upstream.examples)     # all values, aligned; None when any is not cached
 
 For full fine-tuning the "before" NLLs of a release are the same for every task fine-tuned from
 it, so the service measures them once per base model and upstream digest. The caller chooses
 `model_key` (a registry version, a directory plus a content hash...): the cache cannot tell two
 different models apart by itself. LoRA jobs need no cache: "before" is the same model with the
-adapter disabled (`training.nll.measure_forgetting`).
+adapter disabled (`with model.disable_adapter(): measure_nll(model, ...)`).
 
-The file name hashes everything that changes the values: the model key, the digest, and the
-measurement settings (max_length, chat_template, add_eos, the weights' dtype and whether bf16
-autocast is used: `precision`). Values measured one way are never served for another: the
-settings are fixed when the cache is made, `measure` refuses a conflicting keyword and a model
-of another dtype. The device is resolved like `measure_nll`'s "auto" at construction (a GPU
-when there is one), so the precision part of the key is known before any model is loaded.
+The file name hashes everything that changes the values: the model key, the digest, the
+evaluator's code version (`training.nll.EVALUATOR_VERSION`, bumped when measure_nll's numbers
+change), and the measurement settings (max_length, chat_template, add_eos, the weights' dtype
+and whether bf16 autocast is used: `precision`). Values measured one way are never served for
+another: the settings are fixed when the cache is made, `measure` refuses a conflicting keyword
+and a model of another dtype. The device is resolved like `measure_nll`'s "auto" at
+construction (a GPU when there is one), so the precision part of the key is known before any
+model is loaded.
 
 The file is an .npz of (ids, values), rewritten atomically; a writer merges what is on disk first,
 so concurrent workers lose at most their own newest entries (measured again next time).
@@ -35,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_path
+from training import nll
 from training.data import Example
 from training.errors import TrainingError
 from training.nll import measure_nll, resolve_device
@@ -77,9 +83,11 @@ class NllCache:
         self.bf16, self.device, self.dtype = bf16, device, str(dtype).removeprefix("torch.")
         _, autocast = resolve_device(torch.device("cpu"), device, bf16)
         self.precision = f"{self.dtype}{'+bf16-autocast' if autocast else ''}"
-        key = "\0".join(
-            str(x) for x in (model_key, digest, max_length, chat_template, add_eos, self.precision)
-        )
+        # Read at construction (not imported as a name) so that a bumped version, or a test's
+        # monkeypatch of training.nll, reaches every cache made afterwards.
+        self.evaluator_version = int(nll.EVALUATOR_VERSION)
+        parts = (model_key, digest, max_length, chat_template, add_eos, self.precision)
+        key = "\0".join(str(x) for x in (*parts, f"evaluator-v{self.evaluator_version}"))
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key)[:60]
         h = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.path = Path(root) / f"{slug}-{digest}-{h}.npz"
@@ -96,11 +104,9 @@ class NllCache:
 
     def _save(self, new: dict[str, float]) -> None:
         merged = {**self.load(), **new}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")
         ids = np.array(list(merged), dtype=str)
-        np.savez(tmp, ids=ids, values=np.array(list(merged.values()), dtype=np.float64))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp, tmp.open("wb") as f:
+            np.savez(f, ids=ids, values=np.array(list(merged.values()), dtype=np.float64))
 
     def _check_settings(self, kw: dict[str, Any]) -> None:
         for name in self.SETTINGS:
@@ -138,3 +144,37 @@ class NllCache:
             self._save(new)
             known.update(new)
         return np.array([known[e.id] for e in examples], dtype=np.float64)
+
+    def get(self, examples: Sequence[Example]) -> np.ndarray | None:
+        """Cached NLLs aligned with `examples`, or None when any of them is not cached yet.
+
+        Reads only; nothing is measured. For "use the cache if it is complete, else measure"
+        call `measure`, which measures just the missing examples.
+        """
+        known = self.load()
+        if any(e.id not in known for e in examples):
+            return None
+        return np.array([known[e.id] for e in examples], dtype=np.float64)
+
+    def put(self, ids: Sequence[str], values: np.ndarray) -> None:
+        """Store NLLs measured elsewhere (e.g. shards merged by the service), one per id.
+
+        The values must have been measured with this cache's model and settings: the cache
+        cannot check that. They must be finite: NaN is how a merge marks an unmeasured gap, and
+        a stored NaN would be served as a measurement from then on.
+        """
+        vals = np.asarray(values, dtype=np.float64)
+        if vals.ndim != 1 or vals.shape[0] != len(ids):
+            raise TrainingError(
+                f"NllCache.put: {len(ids)} ids but values of shape {vals.shape}. Fix: pass one "
+                "value per id, in the same order (a 1-D array)."
+            )
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            first = [str(ids[i]) for i in np.flatnonzero(bad)[:3]]
+            raise TrainingError(
+                f"NllCache.put: {int(bad.sum())} value(s) are NaN or inf (ids {first}...). Fix: "
+                "measure those examples again (NllCache.measure) and put only measured values."
+            )
+        if len(ids):
+            self._save({str(i): float(v) for i, v in zip(ids, vals, strict=True)})

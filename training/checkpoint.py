@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+
+from common.atomic import partial_name
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ class Checkpointing(L.Callback):
         self.saved_step = -1
 
     def _save(self, trainer: L.Trainer) -> None:
-        tmp = f"{self.spec.path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        # Not common.atomic.atomic_path: every rank must agree on one temporary name (rank 0's,
+        # broadcast) and only rank 0 moves it into place.
+        tmp = str(partial_name(Path(self.spec.path)))
         tmp = trainer.strategy.broadcast(tmp, src=0)  # one name on every rank
         trainer.save_checkpoint(tmp)  # rank 0 writes; a crash mid-write leaves the old one intact
         if trainer.is_global_zero:

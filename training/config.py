@@ -1,16 +1,15 @@
-"""Fine-tuning configuration: the one object the CLI parses, `finetune()` runs and MLflow logs.
+"""Fine-tuning configuration: the one object `finetune()` runs and MLflow logs.
 
 Usage::
 
     from training.config import FinetuneConfig, LoraSettings
     cfg = FinetuneConfig(lr=3e-4, steps=200, batch_size=8, lora=LoraSettings(r=16))
     cfg.to_dict()            # flat JSON-able dict, logged verbatim as run parameters
-    FinetuneConfig.help()    # {field: help text}, the CLI's --help for each option
 
-Every field carries its help text in `metadata["help"]`, so the CLI, the docs and the logged
-parameters cannot drift apart. Validation happens in `__post_init__`: a bad value raises
-`TrainingError` naming the field and a valid range. No torch import here: `ftctl --help` must
-stay fast.
+Every field documents itself in `metadata["help"]` (read with `dataclasses.fields`), next to
+its default, so the meaning of a logged parameter is found where the field is defined.
+Validation happens in `__post_init__`: a bad value raises `TrainingError` naming the field and
+a valid range. No torch import at module level: `ftctl --help` must stay fast.
 """
 
 from __future__ import annotations
@@ -244,11 +243,3 @@ class FinetuneConfig:
     def replace(self, **changes: Any) -> FinetuneConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """{field name: help text}, including `lora.*` fields."""
-        out = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-        for f in dataclasses.fields(LoraSettings):
-            out[f"lora.{f.name}"] = f.metadata.get("help", "")
-        return out

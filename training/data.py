@@ -59,6 +59,13 @@ def digest_of(ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
+def task_digest(train: Iterable[Example], test: Iterable[Example]) -> str:
+    """A task's digest: its train and test id sets, each order-independent. The one rule for
+    tasks from files (`load_task`) and embedded ones (`TaskInfo.digest`); moving an example
+    between train and test changes it."""
+    return digest_of([f"train:{e.id}" for e in train] + [f"test:{e.id}" for e in test])
+
+
 @dataclass(frozen=True)
 class Example:
     """One example. Plain text: `prompt == ""` and `response` is the text.
@@ -290,8 +297,7 @@ def load_task(
         )
     if not train:
         raise TrainingError(f"{source}: the train split is empty. Fix: add training rows.")
-    digest = digest_of([f"train:{e.id}" for e in train] + [f"test:{e.id}" for e in test])
-    task = TaskData(name, train, test, digest, config, origins)
+    task = TaskData(name, train, test, task_digest(train, test), config, origins)
     if tokenizer is not None:
         task.check_lengths(tokenizer)
     return task

@@ -2,10 +2,12 @@
 
 Usage::
 
-    from training.nll import measure_nll, measure_forgetting
+    from training.nll import measure_nll, evaluate_loss
     before = measure_nll(base_model, tok, upstream.examples, batch_size=32)   # (N,) float64
-    row = measure_forgetting(model, tok, examples, before=before)  # ForgettingRow(ids, before, after, delta)
-    row = measure_forgetting(lora_model, tok, examples)  # "before" = the same model, adapter disabled
+    delta = measure_nll(model, tok, upstream.examples) - before  # a row of Z (> 0 = forgotten)
+    with lora_model.disable_adapter():                 # LoRA: "before" is the same model
+        before = measure_nll(lora_model, tok, upstream.examples)
+    loss = evaluate_loss(model, tok, task.test)        # mean NLL: the task's test loss
 
 NLL_j is the mean per-token negative log-likelihood over example j's target tokens (the response
 + EOS for instruction data; every token but the first for plain text: `training.data.encode`).
@@ -25,12 +27,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from training.data import IGNORE, Example, encode, pad_batch, pad_id
+
+# Part of every cached NLL's key (training.cache.NllCache): bump it whenever a change to
+# measure_nll changes the numbers it returns (tokenisation, masking, precision, reduction), so
+# values measured by the old code are never served as if the new code had measured them.
+EVALUATOR_VERSION = 1
 
 CHUNK = 4096  # examples tokenised and length-sorted at a time (bounds the host memory)
 CE_SLICE_TOKENS = 8192  # rows of the flattened logits per cross-entropy call
@@ -205,91 +211,7 @@ def measure_nll(
     return out
 
 
-def measure_nll_distributed(
-    model: Any, tokenizer: Any, examples: Sequence[Example], **kw: Any
-) -> np.ndarray:
-    """`measure_nll` split across the ranks of an initialised torch.distributed group.
-
-    Rank k measures examples k, k + W, ...; the (id, value) pairs are gathered on every rank
-    and put back in the order of `examples` by example id. Without a process group it is
-    plain `measure_nll`. Inside a group the default device is the model's own (`device=None`):
-    the strategy placed each rank's model, and "auto" would send every rank to cuda:0.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return measure_nll(model, tokenizer, examples, **kw)
-    kw.setdefault("device", None)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mine = list(examples[rank::world])
-    vals = measure_nll(model, tokenizer, mine, **kw)
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, [(e.id, float(v)) for e, v in zip(mine, vals, strict=True)])
-    by_id = {i: v for part in gathered for i, v in part}
-    return np.array([by_id[e.id] for e in examples], dtype=np.float64)
-
-
 def evaluate_loss(model: Any, tokenizer: Any, examples: Sequence[Example], **kw: Any) -> float:
     """Mean over examples of the per-example NLL (NaN examples skipped): the task test loss."""
     vals = measure_nll(model, tokenizer, examples, **kw)
     return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-
-
-@dataclass(frozen=True)
-class ForgettingRow:
-    """One row of Z for a set of upstream examples: delta = after - before (> 0 = forgotten)."""
-
-    ids: list[str]
-    before: np.ndarray
-    after: np.ndarray
-    delta: np.ndarray
-
-    @classmethod
-    def from_nll(cls, ids: Sequence[str], before: np.ndarray, after: np.ndarray) -> ForgettingRow:
-        before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
-        if not (len(ids) == len(before) == len(after)):
-            from training.errors import TrainingError
-
-            raise TrainingError(
-                f"forgetting row: {len(ids)} ids, {len(before)} before, {len(after)} after values. "
-                "Fix: measure before and after on the same examples, in the same order."
-            )
-        return cls(list(ids), before, after, after - before)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """[{example_id, nll_before, nll_after, delta}] for a table artifact."""
-        return [
-            {"example_id": i, "nll_before": float(b), "nll_after": float(a), "delta": float(d)}
-            for i, b, a, d in zip(self.ids, self.before, self.after, self.delta, strict=True)
-        ]
-
-    def mean_delta(self) -> float:
-        return float(np.nanmean(self.delta)) if np.isfinite(self.delta).any() else float("nan")
-
-
-def measure_forgetting(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[Example],
-    *,
-    before: np.ndarray | None = None,
-    **kw: Any,
-) -> ForgettingRow:
-    """NLL after (the model as it is) minus NLL before, per example.
-
-    `before` is required for a fully fine-tuned model (cache it per base model and upstream
-    digest). For a LoRA model it may be omitted: it is measured on the same model with the
-    adapter disabled — no second copy of the weights in memory.
-    """
-    if before is None:
-        if not hasattr(model, "disable_adapter"):
-            from training.errors import TrainingError
-
-            raise TrainingError(
-                "no 'before' NLLs for a fully fine-tuned model. Fix: measure the base model first "
-                "(measure_nll(base, ...)) and pass before=..., or fine-tune with LoRA."
-            )
-        with model.disable_adapter():
-            before = measure_nll(model, tokenizer, examples, **kw)
-    after = measure_nll(model, tokenizer, examples, **kw)
-    return ForgettingRow.from_nll([e.id for e in examples], before, after)

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_path
 from training.data import Example, content_id, digest_of
 from training.errors import TrainingError
 
@@ -102,9 +103,8 @@ class UpstreamSet:
         """Write JSONL (gzip when the name ends in .gz), atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         opener: Any = gzip.open if path.suffix == ".gz" else open
-        with opener(tmp, "wt", encoding="utf-8") as f:
+        with atomic_path(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
             for e in self.examples:
                 rec: dict[str, str] = {"id": e.id, "source": e.source}
                 if e.is_text:
@@ -112,7 +112,6 @@ class UpstreamSet:
                 else:
                     rec.update(prompt=e.prompt, response=e.response)
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -6,9 +6,11 @@ Usage::
     c = make_completer("mf", rank=5).fit(Z_known)        # kwargs override the method's config
     row = c.fold_in(cols, values)
 
-`METHODS` are the user-facing methods; "refit" (the paper-style leave-one-out refit) and
-"random" (a chance-level prediction at the probes' level) are also accepted by `make_completer`
-but are evaluation references only. Defaults: the kNN variants follow
+`METHODS` are the user-facing methods, in evaluation order (the additive baseline first);
+`REFERENCE_METHODS` ("refit", the paper-style leave-one-out refit; "random", a chance-level
+prediction at the probes' level; "semantic_only") are also accepted by `make_completer` but are
+evaluation references only. Both lists come from the one registry, `forgetting.methods`, which
+also holds the release controls (random replay, oracle, none). Defaults: the kNN variants follow
 the reference study (k = 40, MSD) except `knn_pearson`, whose k = 10 measured better (it averages
 fewer, more similar tasks). `python -m bench.completion --json` (full mode: planted 100 x 20,000,
 rank 5, 80 known rows, 20 test tasks x 3 probe seeds, 30 probes; section `knn_pearson_k`),
@@ -22,52 +24,18 @@ rows is the same model. Fold-in cost grows with k: it reads k neighbour rows of 
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any
-
-from forgetting.completion.additive import AdditiveCompleter, AdditiveConfig
-from forgetting.completion.als import ALSConfig, ImplicitALSCompleter
+from forgetting.completion.additive import AdditiveConfig
+from forgetting.completion.als import ALSConfig
 from forgetting.completion.base import Completer
-from forgetting.completion.knn import KNNCompleter, KNNConfig
-from forgetting.completion.mf import MFCompleter, MFConfig
-from forgetting.completion.random import RandomCompleter, RandomConfig
-from forgetting.completion.refit import RefitCompleter, RefitConfig
-from forgetting.completion.semantic import SemanticCompleter, SemanticConfig
-from forgetting.errors import ForgettingError
+from forgetting.completion.factory import make_completer
+from forgetting.completion.knn import KNNConfig
+from forgetting.completion.mf import MFConfig
+from forgetting.completion.random import RandomConfig
+from forgetting.completion.refit import RefitConfig
+from forgetting.completion.semantic import SemanticConfig
+from forgetting.methods import EVALUATION_ORDER, REFERENCE_METHODS
 
-METHODS: tuple[str, ...] = ("additive", "knn", "knn_pearson", "mf", "als", "semantic")
-REFERENCE_METHODS: tuple[str, ...] = ("refit", "random", "semantic_only")
-
-_REGISTRY: dict[str, tuple[type, Callable[..., Completer], dict[str, Any]]] = {
-    "additive": (AdditiveConfig, AdditiveCompleter, {}),
-    "knn": (KNNConfig, KNNCompleter, {"similarity": "msd", "k": 40}),
-    "knn_pearson": (KNNConfig, KNNCompleter, {"similarity": "pearson", "k": 10}),
-    "mf": (MFConfig, MFCompleter, {}),
-    "als": (ALSConfig, ImplicitALSCompleter, {}),
-    "semantic": (SemanticConfig, SemanticCompleter, {}),
-    # The prior approach as the study ran it: similarity alone, no example bias from the matrix.
-    "semantic_only": (SemanticConfig, SemanticCompleter, {"use_bias": False}),
-    "refit": (RefitConfig, RefitCompleter, {}),
-    "random": (RandomConfig, RandomCompleter, {}),
-}
-
-
-def make_completer(name: str, **kwargs: Any) -> Completer:
-    """Build method `name` with its dataclass config; keyword arguments override fields."""
-    if name not in _REGISTRY:
-        raise ForgettingError(
-            f"unknown completion method {name!r}; choose one of {', '.join(METHODS + REFERENCE_METHODS)}."
-        )
-    config_cls, cls, defaults = _REGISTRY[name]
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(kwargs) - fields)
-    if unknown:
-        raise ForgettingError(
-            f"method {name!r} has no option(s) {unknown}; valid options: {sorted(fields)}."
-        )
-    return cls(config_cls(**{**defaults, **kwargs}))
-
+METHODS: tuple[str, ...] = EVALUATION_ORDER  # the completion methods, baseline first
 
 __all__ = [
     "METHODS",

@@ -2,7 +2,7 @@
 
 Usage::
 
-    c = RefitCompleter(RefitConfig(base="mf")).fit(Z)
+    c = make_completer("refit", base="mf").fit(Z)
     row = c.fold_in(cols, values)     # appends [NaN.., probes, ..NaN], fits `base` again
 
 This is what the reference code did for every test task (leave-one-out, `create_loo_ds`). It is
@@ -13,6 +13,7 @@ have one ("additive", "mf"), and otherwise the refitted base's fold-in of the pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,11 @@ class RefitConfig:
 class RefitCompleter(Completer):
     name = "refit"
 
-    def __init__(self, config: RefitConfig | None = None) -> None:
-        from forgetting.completion import make_completer
-
+    def __init__(
+        self, config: RefitConfig | None, make_completer: Callable[..., Completer]
+    ) -> None:
+        """`make_completer(name, **kwargs)` builds the inner model (the factory passes itself:
+        this module cannot import the factory, which imports it)."""
         super().__init__()
         self.config = config or RefitConfig()
         self._make = lambda: make_completer(self.config.base, **self.config.base_kwargs)

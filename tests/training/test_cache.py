@@ -90,3 +90,41 @@ def test_refuses_a_model_of_another_dtype(tmp_path, tok, model):
     with pytest.raises(TrainingError, match=r"float32 weights, but the model is bfloat16.*Fix"):
         cache.measure(model.to(torch.bfloat16), tok, EX[:2])
     assert cache.load() == {}
+
+
+def test_evaluator_version_is_part_of_the_key(tmp_path, monkeypatch):
+    import training.nll as nll
+
+    v1 = NllCache(tmp_path, "m", "d", max_length=64)
+    assert v1.evaluator_version == nll.EVALUATOR_VERSION
+    monkeypatch.setattr(nll, "EVALUATOR_VERSION", nll.EVALUATOR_VERSION + 1)
+    v2 = NllCache(tmp_path, "m", "d", max_length=64)
+    assert v2.path != v1.path  # values of the old evaluator are not served by the new one
+
+
+def test_put_then_get_and_measure_serve_the_stored_values(tmp_path, tok, model, monkeypatch):
+    cache = NllCache(tmp_path, "m", "d", max_length=64)
+    assert cache.get(EX[:2]) is None  # nothing cached yet
+    cache.put([e.id for e in EX[:4]], np.array([1.0, 2.0, 3.0, 4.0]))
+    np.testing.assert_array_equal(cache.get(EX[3::-1]), [4.0, 3.0, 2.0, 1.0])
+    assert cache.get(EX[3:5]) is None  # EX[4] is missing: all or nothing
+    assert cache.get([]).shape == (0,)
+    # put merges with what is on disk, and measure serves put values without the model.
+    cache.put([EX[4].id], np.array([5.0]))
+    np.testing.assert_array_equal(cache.get(EX[:5]), [1.0, 2.0, 3.0, 4.0, 5.0])
+    monkeypatch.setattr(cache_mod, "measure_nll", lambda *a, **k: pytest.fail("measured"))
+    np.testing.assert_array_equal(
+        NllCache(tmp_path, "m", "d", max_length=64).measure(model, tok, EX[:5]),
+        [1.0, 2.0, 3.0, 4.0, 5.0],
+    )
+
+
+def test_put_validates_lengths_and_finiteness(tmp_path):
+    cache = NllCache(tmp_path, "m", "d", max_length=64)
+    with pytest.raises(TrainingError, match=r"2 ids but values of shape \(3,\).*Fix"):
+        cache.put(["a", "b"], np.zeros(3))
+    with pytest.raises(TrainingError, match=r"1 value\(s\) are NaN or inf.*'b'.*Fix"):
+        cache.put(["a", "b"], np.array([1.0, np.nan]))
+    with pytest.raises(TrainingError, match=r"NaN or inf"):
+        cache.put(["a"], np.array([np.inf]))
+    assert cache.load() == {}  # a rejected put stores nothing

@@ -60,10 +60,12 @@ def test_to_dict_is_json_and_round_trips():
         FinetuneConfig.from_dict({"learning_rate": 1.0})
 
 
-def test_every_field_has_help():
-    h = FinetuneConfig.help()
-    assert set(h) >= set(FinetuneConfig().to_dict()) - {"lora"} and all(h.values())
-    assert "lora.r" in h
+def test_every_field_documents_itself():
+    import dataclasses
+
+    for cls in (FinetuneConfig, LoraSettings):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
 
 
 def test_resolved_precision_on_cpu():

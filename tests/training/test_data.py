@@ -15,6 +15,7 @@ from training.data import (
     encode,
     load_task,
     split_by_hash,
+    task_digest,
 )
 from training.errors import TrainingError
 
@@ -48,6 +49,18 @@ def test_jsonl_split_by_fraction_is_seeded_and_order_independent(tmp_path):
     t3 = load_task(tmp_path / "a.jsonl", TaskDataConfig(test_fraction=0.2, seed=4))
     assert {e.id for e in t3.test} != {e.id for e in t1.test}
     assert not t1.train[0].is_text  # format auto-detected as instruction
+
+
+def test_task_digest_is_the_same_from_files_or_examples(tmp_path):
+    (tmp_path / "t").mkdir()
+    write_jsonl(tmp_path / "t" / "train.jsonl", ROWS[:15])
+    write_jsonl(tmp_path / "t" / "test.jsonl", ROWS[15:])
+    train = [Example.make(r["prompt"], r["response"], "elsewhere") for r in ROWS[:15]]
+    test = [Example.make(r["prompt"], r["response"]) for r in ROWS[15:]]
+    assert load_task(tmp_path / "t").digest == task_digest(train, test)
+    assert task_digest(train[::-1], test[::-1]) == task_digest(train, test)  # sets, not orders
+    # Moving an example from train to test is another task (its test loss means something else).
+    assert task_digest(train[1:], [train[0], *test]) != task_digest(train, test)
 
 
 def test_split_keeps_duplicates_on_one_side():

@@ -50,6 +50,20 @@ def test_every_task_loads_with_train_and_test(name: str) -> None:
         assert all(e.prompt.endswith("\n") and e.response.strip() for e in t.train + t.test)
 
 
+def test_embedded_task_digest_is_the_file_task_rule(tmp_path) -> None:
+    from training.data import load_task, task_digest
+
+    task = next(iter(load_world("tiny").tasks.values()))
+    assert task.digest == task_digest(task.train, task.test)
+    # The same examples written out as task files: `load_task` gives the same digest.
+    d = tmp_path / "task"
+    d.mkdir()
+    for split, examples in (("train", task.train), ("test", task.test)):
+        rows = [json.dumps({"prompt": e.prompt, "response": e.response}) for e in examples]
+        (d / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert load_task(d).digest == task.digest
+
+
 def test_default_task_sizes() -> None:
     w = load_world("default")
     assert {len(t.test) for t in w.tasks.values()} == {60}

@@ -29,7 +29,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# DebianPaths and ApiEntry are re-exported: callers import them from here (cli/world.py, tests).
+from training.world.debian import DebianPaths, missing_package
 from training.world.errors import WorldError
+from training.world.pydoc_corpus import ApiEntry, extract_pydoc
 
 FREEDICT_LANGS: dict[str, str] = {
     "fra": "French",
@@ -51,19 +54,6 @@ AUSTEN_NOVELS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class DebianPaths:
-    """Where the Debian packages put their files; override for a non-standard root."""
-
-    bible_program: str = "bible"
-    wordnet_dir: str = "/usr/share/wordnet"
-    fortunes_dir: str = "/usr/share/games/fortunes"
-    dictd_dir: str = "/usr/share/dictd"
-    pydoc_dir: str = "/usr/share/doc/python3.11/html/_sources"
-    # The .deb of r-cran-janeaustenr (apt-get download); None = look in cwd and /tmp.
-    austen_deb: str | None = None
-
-
-@dataclass(frozen=True)
 class Chapter:
     book: str
     number: int
@@ -76,13 +66,6 @@ class Synset:
     lexname: str  # lexicographer domain, e.g. "noun.animal"
     lemmas: list[str]
     gloss: str
-
-
-@dataclass(frozen=True)
-class ApiEntry:
-    area: str  # chapter file of the library reference, e.g. "text", "filesys"
-    name: str  # "os.listdir(path='.')"
-    first_sentence: str
 
 
 @dataclass
@@ -98,14 +81,6 @@ class RawCorpora:
     freedict: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # lang -> pairs
 
 
-def _missing(what: str, package: str) -> WorldError:
-    return WorldError(
-        f"{what} not found: install the Debian package with "
-        f"`apt-get install -y --no-install-recommends {package}` (root), or use the committed "
-        "data (`load_world()` needs no packages)."
-    )
-
-
 # ---------------------------------------------------------------------------------------- Bible
 def extract_bible(paths: DebianPaths) -> list[Chapter]:
     """The KJV, chapter by chapter, via the `bible` program of package bible-kjv."""
@@ -118,7 +93,7 @@ def extract_bible(paths: DebianPaths) -> list[Chapter]:
             timeout=120,
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise _missing("the `bible` program", "bible-kjv bible-kjv-text") from exc
+        raise missing_package("the `bible` program", "bible-kjv bible-kjv-text") from exc
     chapters: list[Chapter] = []
     book, number, verses = "", 0, []
     head = re.compile(r"^(\S.*\S) (\d+)$")
@@ -205,7 +180,7 @@ def extract_wordnet(paths: DebianPaths) -> list[Synset]:
     for pos in ("noun", "verb", "adj", "adv"):
         path = Path(paths.wordnet_dir) / f"data.{pos}"
         if not path.exists():
-            raise _missing(str(path), "wordnet-base")
+            raise missing_package(str(path), "wordnet-base")
         for line in path.read_text(encoding="latin-1").splitlines():
             if line.startswith("  ") or "|" not in line:
                 continue  # licence header
@@ -276,7 +251,7 @@ def extract_fortunes(paths: DebianPaths) -> dict[str, list[str]]:
     """English fortune categories (files with a .dat index), entries split on `%` lines."""
     root = Path(paths.fortunes_dir)
     if not root.is_dir():
-        raise _missing(str(root), "fortunes fortunes-min")
+        raise missing_package(str(root), "fortunes fortunes-min")
     out: dict[str, list[str]] = {}
     for dat in sorted(root.glob("*.dat")):
         src = dat.with_suffix("")
@@ -303,7 +278,7 @@ def read_dictd(paths: DebianPaths, name: str, package: str) -> list[tuple[str, s
     """(headword, entry body) pairs of a dictd database, in index order, `00database*` skipped."""
     index = Path(paths.dictd_dir) / f"{name}.index"
     if not index.exists():
-        raise _missing(str(index), package)
+        raise missing_package(str(index), package)
     with gzip.open(Path(paths.dictd_dir) / f"{name}.dict.dz") as f:  # dictzip is gzip
         data = f.read()
     out = []
@@ -354,8 +329,6 @@ def extract_dict_entries(paths: DebianPaths, name: str, package: str) -> list[tu
 
 def extract_all(paths: DebianPaths | None = None) -> RawCorpora:
     """Everything the builder needs, from the installed packages (about 10 s)."""
-    from training.world.pydoc_corpus import extract_pydoc
-
     paths = paths or DebianPaths()
     docs, api = extract_pydoc(paths)
     return RawCorpora(

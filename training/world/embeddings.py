@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_path
 from training.data import Example
 from training.world.errors import WorldError
 
@@ -76,10 +77,8 @@ def embed_texts(
         .astype(np.float32)
     )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.save(f, emb)
     return emb
 
 

