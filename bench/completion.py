@@ -55,11 +55,12 @@ from typing import Any
 import numpy as np
 
 from forgetting.completion import make_completer
+from forgetting.methods import EVALUATION_ORDER
 from forgetting.metrics import classification, precision_at, rmse_x100
 from forgetting.probes import choose_probes
 from forgetting.synthetic import Planted, planted_matrix
 
-METHODS = ("additive", "knn", "knn_pearson", "mf", "als", "semantic")
+METHODS = EVALUATION_ORDER  # every completion method, the baseline first
 K_PROBES = 30
 GOAL_SPEEDUP = 100.0
 GOAL_FOLD_IN_MS = 50.0

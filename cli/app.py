@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from cli import forgetting as forgetting_cmd
-from cli import misc, release, stats, worker, world
+from cli import line, release, runs, stats, worker, world
 from cli.common import ROOT_OVERRIDES
 from service import environment
 
@@ -41,10 +41,10 @@ app.add_typer(stats.app, name="stats")
 app.add_typer(forgetting_cmd.app, name="forgetting")
 app.add_typer(forgetting_cmd.replay_app, name="replay")
 app.add_typer(release.app, name="release")
-app.add_typer(misc.runs_app, name="runs")
-app.command("init")(misc.init)
-app.command("demo")(misc.demo)
-app.command("ui")(misc.ui)
+app.add_typer(runs.runs_app, name="runs")
+app.command("init")(line.init)
+app.command("demo")(line.demo)
+app.command("ui")(runs.ui)
 # The distributed mode (Celery on Redis): workers, the one beat, remote jobs and the inbox.
 app.command("worker")(worker.worker)
 app.command("scheduler")(worker.scheduler)

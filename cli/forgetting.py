@@ -78,7 +78,7 @@ def predict(
     from service.pipeline.predict import predict_task
 
     s = settings(k=k)
-    r = predict_task(s, task, method=method or _completion_method(s), top=top, progress=say)
+    r = predict_task(s, task, method=method or s.completion_method, top=top, progress=say)
     r.pop("predicted")
     emit(r, as_json, _show_predict)
 
@@ -106,14 +106,7 @@ def recommend(
     from service.pipeline.predict import recommend_replay
 
     s = settings()
-    r = recommend_replay(s, task, method=method or _completion_method(s), budget=budget, progress=say)
+    r = recommend_replay(s, task, method=method or s.completion_method, budget=budget, progress=say)
     emit(r, as_json, lambda d: table(f"replay for {d['task']} ({d['method']}, T={d['temperature']})",
                                      ["example", "source", "predicted ΔNLL", "weight"],
                                      [[x["example_id"], x["source"], x["predicted"], x["weight"]] for x in d["replay"]]))
-
-
-def _completion_method(s: Any) -> str:
-    """The settings' method when it is a completion method (not a replay baseline), else mf."""
-    from forgetting.completion import METHODS
-
-    return s.method if s.method in METHODS else "mf"

@@ -8,6 +8,7 @@ import typer
 
 from cli.common import settings
 from cli.output import DebugOpt, JsonOpt, emit, handle_errors, say, table
+from forgetting.methods import method_help
 
 app = typer.Typer(help="Release new tasks with predicted replay; list, promote and roll back versions.",
                   no_args_is_help=True)
@@ -18,7 +19,7 @@ app = typer.Typer(help="Release new tasks with predicted replay; list, promote a
 def new_task(
     data: Annotated[str, typer.Argument(help="Embedded task name (`ftctl world list`) or a path to task data (JSONL/CSV/parquet/save_to_disk dir).")],
     name: Annotated[str, typer.Option(help="Run name of the release.")] = "",
-    method: Annotated[str, typer.Option(help="mf, als, knn, knn_pearson, additive, random, oracle or none; default from settings.")] = "",
+    method: Annotated[str, typer.Option(help=f"{method_help()}; default from settings.")] = "",
     mode: Annotated[str, typer.Option(help="online: one fine-tune, probes after the warm-up; offline: plain fine-tune, probes, then the replay fine-tune.")] = "online",
     lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters (peft) or full fine-tuning; default from settings.")] = None,
     steps: Annotated[int, typer.Option(help="Fine-tuning steps before the (1 + r) replay extension; 0 = settings.")] = 0,

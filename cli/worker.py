@@ -60,7 +60,7 @@ def worker(
 ) -> None:
     """Run a Celery worker on the gpu or cpu queue with the right pool and thread settings."""
     from service.dist.app import make_app
-    from service.dist.client import JobStore  # noqa: F401  (fail now if redis is missing)
+    from service.dist.store import JobStore  # noqa: F401  (fail now if redis is missing)
 
     s = settings()
     argv, env = worker_argv(queue, "", gpu, concurrency, loglevel)
@@ -90,30 +90,9 @@ def scheduler(
 ) -> None:
     """Run Celery beat (inbox, statistics and refit schedules). Exactly one per deployment:
     a second scheduler refuses to start while the first holds the lock in Redis."""
-    from service.dist.app import make_app
-    from service.dist.client import JobStore
-    from service.dist.guard import Heartbeat
-    from service.errors import ServiceError
+    from service.dist.app import run_scheduler
 
-    s = settings()
-    app = make_app(s)
-    store = JobStore.for_app(app)
-    owner = f"{socket.gethostname()}/{os.getpid()}"
-    period = 20
-    if not store.acquire("beat", owner, 3 * period):
-        raise ServiceError(f"another scheduler is running ({store.lock_owner('beat')}); run exactly "
-                           "one — stop it first, or wait a minute if it died")
-    beat = Heartbeat(store, "beat", owner, period)
-    beat.start()
-    schedule_file = s.workspace.resolve() / f"celerybeat-schedule-{app.ftctl_dist.queue_prefix or 'main'}"
-    s.workspace.mkdir(parents=True, exist_ok=True)
-    for name, entry in app.conf.beat_schedule.items():
-        say(f"schedule {name}: {entry['task']} {entry['schedule']}")
-    try:
-        app.start(["beat", "--schedule", str(schedule_file), "--loglevel", loglevel])
-    finally:
-        beat.stopped.set()
-        store.release("beat", owner)
+    run_scheduler(settings(), loglevel, say)
 
 
 def _jobs() -> Any:
@@ -209,8 +188,8 @@ def inbox_add(data: Annotated[str, typer.Argument(help="Task data (file or folde
               mode: Annotated[str, typer.Option(help="online or offline (default online).")] = "",
               as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Add a task to the inbox; the scheduler releases it from the current @champion."""
-    from service.dist.app import DistConfig
-    from service.dist.beat import Inbox
+    from service.dist.config import DistConfig
+    from service.dist.inbox import Inbox
 
     s = settings()
     path = Inbox.of(s, DistConfig.from_settings(s)).add(data, method=method, mode=mode)
@@ -221,8 +200,8 @@ def inbox_add(data: Annotated[str, typer.Argument(help="Task data (file or folde
 @handle_errors
 def inbox_list(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Items waiting, being released, done and failed."""
-    from service.dist.app import DistConfig
-    from service.dist.beat import SUBDIRS, Inbox
+    from service.dist.config import DistConfig
+    from service.dist.inbox import SUBDIRS, Inbox
 
     s = settings()
     inbox = Inbox.of(s, DistConfig.from_settings(s))
@@ -234,7 +213,7 @@ def inbox_list(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
 
 
 def _safe(url: str) -> str:
-    from service.dist.client import _safe as safe
+    from service.dist.client import safe_url as safe
 
     return safe(url)
 

@@ -37,21 +37,9 @@ def list_world(
     debug: DebugOpt = False,
 ) -> None:
     """List the world's upstream sources (chunks each) and its tasks (family, sizes)."""
-    from training.world import WORLDS, load_world
+    from service.pipeline.world import world_summary
 
-    w = load_world(world)
-    data = {
-        "world": w.name,
-        "worlds": sorted(WORLDS),
-        "description": w.description,
-        "data_digest": w.data_digest,
-        "upstream_digest": w.upstream.digest,
-        "upstream": [{"name": s, "chunks": n} for s, n in w.sources().items()],
-        "tasks": [{"name": t.name, "family": t.family, "description": t.description,
-                   "train": len(t.train), "test": len(t.test)} for t in w.tasks.values()],
-        "base_model": {"kind": w.base_model_spec.kind, "key": w.base_model_spec.key()},
-    }
-    emit(data, as_json, _show)
+    emit(world_summary(world), as_json, _show)
 
 
 def _show(d: dict[str, Any]) -> None:
@@ -71,18 +59,9 @@ def show_base(
 ) -> None:
     """Show the world's base model: its upstream NLL curve and whether pre-training converged."""
     from cli.common import settings
-    from training.world import load_world
-    from training.world.pretrain import base_model_dir, base_report, ensure_base_model
+    from service.pipeline.world import base_report
 
-    w = load_world(world)
-    ws = settings().workspace
-    if build_missing and w.base_model_spec.kind == "scratch" \
-            and not (base_model_dir(w, ws) / "pretrain.json").is_file():
-        from service.pipeline.compute import step_messages
-
-        say(f"pre-training the base model of world {w.name!r} into {ws} (once)")
-        ensure_base_model(w, ws, progress=step_messages(say, "pre-training"))
-    emit(base_report(w, ws), as_json, _show_base)
+    emit(base_report(settings(), world, build_missing=build_missing, say=say), as_json, _show_base)
 
 
 def _show_base(d: dict[str, Any]) -> None:
@@ -111,16 +90,7 @@ def build(
     debug: DebugOpt = False,
 ) -> None:
     """Regenerate the world data from the Debian corpora packages (deterministic)."""
-    from training.world.builder import DATA_DIR, BuildConfig, build_world_data
-    from training.world.corpora import DebianPaths
-    from training.world.tasks import TaskBuildConfig
+    from service.pipeline.world import build_world
 
-    if austen_deb is not None and not austen_deb.is_file():
-        raise FileNotFoundError(f"{austen_deb}: no such .deb. Fix: run `apt-get download "
-                                "r-cran-janeaustenr` and pass the file it writes.")
-    cfg = BuildConfig(seed=seed, tasks=TaskBuildConfig(seed=seed),
-                      paths=DebianPaths(austen_deb=str(austen_deb) if austen_deb else None))
-    manifest = build_world_data(cfg, out_dir=out or DATA_DIR, progress=say)
-    emit({"out": str(out or DATA_DIR), "digest": manifest["digest"], "pool": manifest["pool"],
-          "tasks": len(manifest["tasks"]), "packages": manifest["packages"]}, as_json,
+    emit(build_world(out=out, austen_deb=austen_deb, seed=seed, say=say), as_json,
          lambda d: say(f"wrote {d['out']}: digest {d['digest']}, {d['tasks']} tasks, pool {d['pool']}"))

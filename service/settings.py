@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from common.atomic import write_text
+from forgetting.methods import COMPLETION_METHODS, RELEASE_METHODS, method_help
 from service.errors import ServiceError
-
-METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic", "random", "oracle", "none")
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,16 @@ class Settings:
     """Parallel processes for statistics jobs in-process (one torch thread each)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def completion_method(self) -> str:
+        """The method when it is a completion method (not a replay control), else mf: what the
+        scheduled refit and `ftctl forgetting predict` fit."""
+        return self.method if self.method in COMPLETION_METHODS else "mf"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
-        if self.method not in METHODS:
-            raise ServiceError(
-                f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"
-            )
+        if self.method not in RELEASE_METHODS:
+            raise ServiceError(f"unknown method {self.method!r}; choose {method_help()}")
         if not 0 < self.replay_ratio <= 1:
             raise ServiceError(f"replay_ratio must be in (0, 1], got {self.replay_ratio}; e.g. 0.03125")
         if self.temperature <= 0:
@@ -199,10 +203,7 @@ def save_settings(settings: Settings, keys: tuple[str, ...] = ("world", "model_l
     lines = ["[ftctl]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(existing.items())]
     if dist:
         lines += ["", "[ftctl.dist]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(dist.items())]
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def _toml_value(v: Any) -> str:

@@ -5,7 +5,7 @@ Usage::
     python -m bench.science --quick                  # tiny world, a few tasks, one seed (< 3 min)
     python -m bench.science                          # the study world: 52 tasks x 3,150 examples
     python -m bench.science --stages replay,report   # resume: finished jobs are reused
-    python -m bench.science --publish                # also rewrite README's Results section
+    python -m bench.science --publish                # also copy the results to docs/results/
 
 Stages (each calls the product's pipeline functions, so every job is an MLflow run of the model
 line `ftctl-study` in the workspace and finished jobs are reused on a rerun):
@@ -19,6 +19,6 @@ line `ftctl-study` in the workspace and finished jobs are reused on a rerun):
 5. cost       wall time of 30 probes + fold-in vs measuring the whole upstream set
 
 Outputs: `<out>/results.json`, `<out>/results.md` (the tables) and PNG figures. `--publish` copies
-the figures to docs/results/ and rewrites the README between its results markers, so that every
-figure the README quotes is one this command produced.
+them to docs/results/, so that every figure the docs quote is one this command produced (the
+README's headline sentences are copied from there by hand, with their date).
 """

@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import write_text
+from forgetting.methods import EVALUATION_ORDER
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("matrix", "lowrank", "prediction", "replay", "temperature", "cost", "report")
-PREDICTION_METHODS = ("additive", "knn", "knn_pearson", "mf", "als", "semantic", "semantic_only",
-                      "random")
+# Every completion method, then the prior approach (similarity alone) and chance level.
+PREDICTION_METHODS = (*EVALUATION_ORDER, "semantic_only", "random")
 SWEEP_METHODS = ("additive", "knn_pearson", "mf", "als")
 
 
@@ -106,9 +109,7 @@ class Bench:
             f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
             "world": self.plan.world, "workspace": str(self.settings.workspace),
             "model_line": self.settings.model_line, "quick": self.plan.world == "tiny"}
-        tmp = self.out / "results.json.tmp"
-        tmp.write_text(json.dumps(self.results, indent=1, default=_jsonable))
-        os.replace(tmp, self.out / "results.json")
+        write_text(self.out / "results.json", json.dumps(self.results, indent=1, default=_jsonable))
 
     def world(self) -> Any:
         from service.pipeline.inputs import load_world
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the world's base model is built or found (shared with `make demo`)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
     p.add_argument("--publish", action="store_true",
-                   help="copy figures to docs/results/ and rewrite README's Results section")
+                   help="copy the results and figures to docs/results/")
     args = p.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.core() if args.grid == "core" else Plan()
     out = args.out or ROOT / "bench" / "out" / ("science-quick" if args.quick else "science")

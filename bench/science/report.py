@@ -1,8 +1,9 @@
-"""Tables, figures and goals from `results.json` — the only source of the README's Results section.
+"""Tables, figures and goals from `results.json` — the only source of docs/results/.
 
 `write_report(results, out)` writes `results.md` and the replay / k-sweep figures; `goals(results)`
-checks the issue's targets against the measured figures; `publish(out, root)` copies the figures
-to docs/results/ and replaces the README text between the results markers with `results.md`.
+checks the issue's targets against the measured figures; `publish(out, root)` copies the figures,
+`results.md` and `results.json` to docs/results/ (the README quotes its headline figures from
+there and links it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-BEGIN, END = "<!-- science-results:begin -->", "<!-- science-results:end -->"
 FIGURES = ("heatmap.png", "r2_by_rank.png", "replay.png", "k_sweep.png")
 STUDY_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}
 
@@ -280,16 +280,9 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def publish(out: Path, root: Path) -> None:
-    """Copy the figures and results to docs/results/ and splice results.md into the README."""
+    """Copy the figures and results to docs/results/."""
     dest = root / "docs" / "results"
     dest.mkdir(parents=True, exist_ok=True)
     for name in (*FIGURES, "results.json", "results.md"):
         if (out / name).exists():
             shutil.copy2(out / name, dest / name)
-    readme = root / "README.md"
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN} … {END} markers to replace")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + BEGIN + "\n" + (out / "results.md").read_text() + END + tail)

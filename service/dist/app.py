@@ -1,5 +1,5 @@
-"""The Celery app: Redis broker + result backend, queues `gpu` and `cpu`, settings for multi-hour
-GPU jobs that must run exactly once.
+"""The Celery app of the workers and the one scheduler: configuration (service/dist/config.py) plus
+ftctl's task bodies (tasks.py) and beat jobs (beat.py).
 
 Usage::
 
@@ -10,176 +10,57 @@ Usage::
 
 Everything comes from the ftctl settings (`FTCTL_BROKER_URL` …) plus the distributed knobs of
 `DistConfig` (env `FTCTL_<NAME>`, e.g. FTCTL_MAX_JOB_SECONDS). With an empty broker_url nothing
-here is used: jobs run in-process.
-
-Why these Celery settings (see docs/operations.md):
-- acks_late + reject_on_worker_lost: a worker killed mid-job (OOM, preemption) does not lose it;
-  the message is redelivered. That makes redelivery *normal*, so every task is idempotent by job
-  id (MLflow lookup) and holds a heartbeat lock so that two copies never train at once.
-- visibility_timeout > the longest job: Redis redelivers an unacked message after this long even
-  if its worker is alive (celery#5935); the lock makes such a copy wait instead of re-training.
-- prefetch multiplier 1: a GPU worker never hoards a second multi-hour job.
-- worker_cancel_long_running_tasks_on_connection_loss: after a broker reconnect the message is
-  redelivered anyway, so the running copy is cancelled rather than duplicated (celery PR #6654).
-- JSON only: task arguments are ids, URIs and small option dicts; pickle is refused.
+here is used: jobs run in-process. Clients (`RemoteJobs`) need only `configured_app`: they send
+tasks by name.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from service.dist import beat, tasks
+from service.dist.config import configured_app
+from service.dist.guard import Heartbeat
+from service.dist.store import JobStore
 from service.errors import ServiceError
-from service.settings import Settings, load_settings
+from service.settings import Settings
 
-GPU, CPU = "gpu", "cpu"
-# Which queue each task kind goes to: GPU for anything that runs the model, CPU for the rest.
-ROUTES = {
-    "ftctl.release_warmup": GPU, "ftctl.release_train": GPU, "ftctl.stats": GPU,
-    "ftctl.stats_train": GPU, "ftctl.stats_shard": GPU, "ftctl.stats_merge": CPU,
-    "ftctl.measure_shard": GPU, "ftctl.diagnose": GPU,
-    "ftctl.release_begin": CPU, "ftctl.release_predict": CPU, "ftctl.release_finish": CPU,
-    "ftctl.merge_shards": CPU, "ftctl.refit": CPU, "ftctl.inbox_scan": CPU,
-    "ftctl.stats_when_idle": CPU, "ftctl.echo": CPU,
-}
-
-
-@dataclass(frozen=True)
-class DistConfig:
-    """Knobs of the distributed mode: the `[ftctl.dist]` table of the settings file, overridden by
-    env FTCTL_<NAME upper>. E.g. `schedule_inbox = "*/10 * * * *"`, `max_job_seconds = 86400`."""
-
-    result_backend: str = ""
-    """Result backend URL; empty = the broker URL."""
-    queue_prefix: str = ""
-    """Prefix of the queue names (`<prefix>gpu`), to share one Redis between deployments/tests."""
-    max_job_seconds: int = 6 * 3600
-    """Longest job (or release stage) expected: its soft time limit. Enforced by ftctl itself as
-    well, since Celery's limits do not apply in the solo pool of the gpu workers."""
-    hard_limit_margin: int = 900
-    """Hard limit = max_job_seconds + this: a job still running then (stuck) ends its worker."""
-    visibility_timeout: int = 0
-    """Redis redelivery timeout of unacked messages; 0 = 2 × max_job_seconds."""
-    max_retries: int = 3
-    """Retries of a job after a transient error (broker/tracking store unreachable)."""
-    max_attempts: int = 3
-    """Poison-job cap: deliveries of one job (worker deaths included) before it is failed for good."""
-    heartbeat_seconds: int = 30
-    """Lock renewal period; a lock not renewed for 3 periods belongs to a dead worker."""
-    inbox: str = ""
-    """Inbox folder for task datasets; empty = <workspace>/inbox."""
-    schedule_inbox: str = "*/5 * * * *"
-    """When beat scans the inbox: a 5-field cron expression, or a number of seconds."""
-    schedule_stats: str = "17 * * * *"
-    """When beat queues statistics jobs for tasks without a full row (only if the gpu queue is idle)."""
-    schedule_refit: str = "30 3 * * *"
-    """When beat refits the completion models on the current matrix."""
-    stats_batch: int = 1
-    """Statistics jobs queued per idle-gpu tick."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> DistConfig:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        unknown = sorted(set(settings.extra) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ServiceError(f"unknown [ftctl.dist] setting(s) {unknown}; known: "
-                               f"{', '.join(f.name for f in fields(cls))}")
-        for f in fields(cls):
-            raw = env.get(f"FTCTL_{f.name.upper()}", settings.extra.get(f.name))
-            if raw is None:
-                continue
-            try:
-                values[f.name] = int(raw) if f.type == "int" else str(raw)
-            except ValueError:
-                raise ServiceError(f"FTCTL_{f.name.upper()} must be an integer, got {raw!r}") from None
-        cfg = cls(**values)
-        if cfg.max_attempts < 1 or cfg.max_retries < 0 or cfg.heartbeat_seconds < 1:
-            raise ServiceError("max_attempts must be >= 1, max_retries >= 0 and heartbeat_seconds "
-                               ">= 1; fix the FTCTL_* variables")
-        return cfg
-
-    @property
-    def visibility(self) -> int:
-        return self.visibility_timeout or 2 * self.max_job_seconds
-
-    def queue(self, name: str) -> str:
-        return self.queue_prefix + name
-
-    @property
-    def key_prefix(self) -> str:
-        """Prefix of ftctl's own Redis keys (job records, locks, attempt counters)."""
-        return f"ftctl:{self.queue_prefix}"
-
-
-def require_broker(settings: Settings) -> str:
-    url = settings.broker_url
-    if not url:
-        raise ServiceError("no broker configured: set FTCTL_BROKER_URL (e.g. "
-                           "redis://:PASSWORD@host:6379/0) or run without --remote (in-process)")
-    if not url.startswith(("redis://", "rediss://")):
-        raise ServiceError(f"broker {url!r} is not a Redis URL; ftctl supports redis:// and rediss://")
-    return url
-
-
-def celery_config(settings: Settings, dist: DistConfig) -> dict[str, Any]:
-    """The Celery configuration (a plain dict: easy to test and to print)."""
-    from kombu import Exchange, Queue
-
-    broker = require_broker(settings)
-    routes = {name: {"queue": dist.queue(q)} for name, q in ROUTES.items()}
-    return {
-        "broker_url": broker,
-        "result_backend": dist.result_backend or broker,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        # Explicit exchange + routing key per queue: a bare Queue(name) binds to the *default*
-        # exchange and key, and gpu messages would land in the cpu queue.
-        "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q)
-                        for q in (dist.queue(GPU), dist.queue(CPU))],
-        "task_default_queue": dist.queue(CPU),
-        "task_default_exchange": dist.queue(CPU),
-        "task_default_routing_key": dist.queue(CPU),
-        "task_routes": routes,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,  # a failed job is recorded, not redelivered forever
-        "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": dist.visibility},
-        "result_backend_transport_options": {"visibility_timeout": dist.visibility},
-        "task_soft_time_limit": dist.max_job_seconds,
-        "task_time_limit": dist.max_job_seconds + dist.hard_limit_margin,
-        "task_track_started": True,
-        "result_extended": True,
-        "result_expires": 30 * 24 * 3600,  # job status is kept a month (MLflow keeps it forever)
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "worker_consumer": "service.dist.tasks:JobConsumer",
-        "worker_hijack_root_logger": False,
-        "timezone": "UTC",
-    }
+SCHEDULER_LOCK = "beat"  # the job-store lock that keeps the scheduler to one per deployment
 
 
 def make_app(settings: Settings | None = None, env: Mapping[str, str] | None = None) -> Any:
-    """A configured Celery app with ftctl's tasks registered (a new one per call)."""
-    from celery import Celery
-
-    from service.dist import tasks
-
-    settings = settings or load_settings(env=dict(env) if env is not None else None)
-    dist = DistConfig.from_settings(settings, env)
-    app = Celery("ftctl", set_as_current=False)
-    app.conf.update(celery_config(settings, dist))
-    app.ftctl_settings = settings  # type: ignore[attr-defined]
-    app.ftctl_dist = dist  # type: ignore[attr-defined]
+    """A configured Celery app with ftctl's tasks and beat schedule registered (a new one per call)."""
+    app = configured_app(settings, env)
     tasks.register(app)
+    beat.register(app)
     return app
+
+
+def run_scheduler(settings: Settings, loglevel: str = "INFO",
+                  say: Callable[[str], None] = lambda _m: None) -> None:
+    """Run Celery beat — exactly one per deployment: a second scheduler refuses to start while the
+    first holds the lock in Redis (renewed by a heartbeat; a dead one's lock expires in 3 periods)."""
+    app = make_app(settings)
+    store = JobStore.for_app(app)
+    owner = f"{socket.gethostname()}/{os.getpid()}"
+    period = 20
+    if not store.acquire(SCHEDULER_LOCK, owner, 3 * period):
+        raise ServiceError(f"another scheduler is running ({store.lock_owner(SCHEDULER_LOCK)}); run "
+                           "exactly one — stop it first, or wait a minute if it died")
+    heartbeat = Heartbeat(store, SCHEDULER_LOCK, owner, period)
+    heartbeat.start()
+    schedule_file = settings.workspace.resolve() / f"celerybeat-schedule-{app.ftctl_dist.queue_prefix or 'main'}"
+    settings.workspace.mkdir(parents=True, exist_ok=True)
+    for name, entry in app.conf.beat_schedule.items():
+        say(f"schedule {name}: {entry['task']} {entry['schedule']}")
+    try:
+        app.start(["beat", "--schedule", str(schedule_file), "--loglevel", loglevel])
+    finally:
+        heartbeat.stopped.set()
+        store.release(SCHEDULER_LOCK, owner)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Scheduled continual fine-tuning: the beat schedule and the inbox of task datasets.
+"""Scheduled continual fine-tuning: the beat schedule and the jobs it triggers.
 
 Usage::
 
@@ -14,28 +14,21 @@ Schedules (cron expressions or seconds, `FTCTL_SCHEDULE_*`; "off" disables one):
   row on the @champion yet, to keep growing the forgetting matrix;
 - refit (`30 3 * * *`): refit the completion model on the current matrix and snapshot it.
 
-Inbox layout: ready items sit in the folder itself; `processing/` holds the one being released,
-`done/` and `failed/` the rest (a failed item gets `<name>.error.txt` with the reason). Names
-starting with "." or ending in .tmp/.partial are ignored (still being copied), as is anything
-modified in the last `SETTLE_SECONDS`.
+The inbox folder itself is service/dist/inbox.py; the one-scheduler lock is in app.run_scheduler.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from service.dist.client import RemoteJobs
+from service.dist.inbox import Inbox
+from service.dist.store import TERMINAL, JobStore
 from service.errors import ServiceError
-
-SUBDIRS = ("processing", "done", "failed")
-POINTER = ".task.json"
-SETTLE_SECONDS = 2.0
 
 
 def parse_schedule(expr: str) -> Any:
@@ -76,103 +69,11 @@ def beat_schedule(dist: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-@dataclass(frozen=True)
-class Inbox:
-    """The inbox folder (pure file operations; no broker)."""
-
-    root: Path
-
-    @classmethod
-    def of(cls, settings: Any, dist: Any) -> Inbox:
-        return cls(Path(dist.inbox) if dist.inbox else settings.workspace.resolve() / "inbox")
-
-    def ensure(self) -> Inbox:
-        for d in SUBDIRS:
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        return self
-
-    def add(self, data: str, *, method: str = "", mode: str = "") -> Path:
-        """Copy a dataset (file or folder) in atomically, or write a pointer to a task name/URI."""
-        self.ensure()
-        src = Path(data)
-        opts = {k: v for k, v in (("method", method), ("mode", mode)) if v}
-        if src.exists() and not opts:
-            dst = self._free(src.name)
-            tmp = dst.with_name(f".{dst.name}.partial")
-            if src.is_dir():
-                shutil.copytree(src, tmp)
-            else:
-                shutil.copy2(src, tmp)
-            os.utime(tmp)  # the copy is new: settle timing starts now
-            os.replace(tmp, dst)
-            return dst
-        task = str(src.resolve()) if src.exists() else data
-        dst = self._free(f"{src.stem or 'task'}{POINTER}")
-        tmp = dst.with_name(f".{dst.name}.partial")
-        tmp.write_text(json.dumps({"task": task, **opts}))
-        os.replace(tmp, dst)
-        return dst
-
-    def _free(self, name: str) -> Path:
-        """A name not yet used in the inbox or its subfolders (a same-named dataset added twice
-        is two items)."""
-        for i in range(10_000):
-            cand = name if i == 0 else f"{Path(name).stem}-{i}{''.join(Path(name).suffixes)}"
-            if not any((d / cand).exists() for d in (self.root, *(self.root / s for s in SUBDIRS))):
-                return self.root / cand
-        raise ServiceError(f"too many items named {name} in {self.root}; clean up done/")
-
-    def ready(self, now: float | None = None) -> list[Path]:
-        """Items ready to release, oldest first."""
-        now = time.time() if now is None else now
-        if not self.root.exists():
-            return []
-        items = [p for p in self.root.iterdir()
-                 if p.name not in SUBDIRS and not p.name.startswith(".")
-                 and not p.name.endswith((".tmp", ".partial"))
-                 and now - p.stat().st_mtime >= SETTLE_SECONDS]
-        return sorted(items, key=lambda p: (p.stat().st_mtime, p.name))
-
-    def claim(self, item: Path) -> Path:
-        self.ensure()
-        dst = self.root / "processing" / item.name
-        os.replace(item, dst)
-        return dst
-
-    def finish(self, item: Path, ok: bool, note: str = "") -> Path:
-        self.ensure()
-        dst = self.root / ("done" if ok else "failed") / item.name
-        if item.exists():
-            os.replace(item, dst)
-        if note:
-            dst.with_name(dst.name + (".result.json" if ok else ".error.txt")).write_text(note)
-        return dst
-
-    @staticmethod
-    def request_for(item: Path) -> dict[str, Any]:
-        """The ReleaseRequest fields an item stands for."""
-        if item.name.endswith(POINTER):
-            try:
-                spec = json.loads(item.read_text())
-            except json.JSONDecodeError as e:
-                raise ServiceError(f"inbox pointer {item.name} is not JSON ({e}); write "
-                                   '{"task": "NAME-OR-PATH"}') from None
-            if not isinstance(spec, dict) or not spec.get("task"):
-                raise ServiceError(f'inbox pointer {item.name} needs a "task" field')
-            unknown = set(spec) - {"task", "method", "mode"}
-            if unknown:
-                raise ServiceError(f"inbox pointer {item.name}: unknown fields {sorted(unknown)}; "
-                                   "allowed: task, method, mode")
-            return spec
-        return {"task": str(item)}
-
-
 # -- beat-triggered tasks (registered by service.tasks.register; they run on the cpu queue) ----
 
 def inbox_scan(task: Any) -> dict[str, Any]:
     """Turn the oldest ready inbox item into a release — one at a time, from the @champion."""
     from service.release.request import ReleaseRequest
-    from service.dist.client import TERMINAL, JobStore, RemoteJobs
 
     app = task.app
     settings, dist = app.ftctl_settings, app.ftctl_dist
@@ -216,7 +117,6 @@ def stats_when_idle(task: Any) -> dict[str, Any]:
     """Queue statistics jobs for tasks without a full row on the @champion, if the gpu is idle."""
     from service.pipeline.inputs import load_upstream, load_world
     from service.tracking.registry import Registry
-    from service.dist.client import TERMINAL, JobStore, RemoteJobs
     from service.tracking.store import TAG, Tracker
 
     app = task.app
@@ -262,7 +162,7 @@ def refit(task: Any) -> dict[str, Any]:
     tracker = Tracker(settings)
     champion = Registry(tracker).champion()
     upstream = load_upstream(settings)
-    method = settings.method if settings.method not in ("random", "oracle", "none") else "mf"
+    method = settings.completion_method
     need = make_method(settings, method, upstream).min_rows
     got = assemble(tracker, upstream, base_version=champion.version, min_rows=need)
     rows = got.matrix.values.shape[0]
@@ -285,3 +185,12 @@ def refit(task: Any) -> dict[str, Any]:
     return run_job(tracker, kind="refit", job_id=job_id, name=f"refit:{method}",
                    tags={TAG + "digest": upstream.digest, TAG + "base_version": str(champion.version)},
                    body=body)
+
+
+def register(app: Any) -> None:
+    """Register the beat-triggered jobs (with the job tasks' retry policy) and the schedule."""
+    from service.dist.tasks import job_task_options
+
+    for fn in (inbox_scan, stats_when_idle, refit):
+        app.task(name=f"ftctl.{fn.__name__}", **job_task_options(app))(fn)
+    app.conf.beat_schedule = beat_schedule(app.ftctl_dist)

@@ -25,127 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from service.dist.store import STALE, TERMINAL, JobStore, job_overrides, submission_of
 from service.errors import ServiceError
 from service.settings import Settings
-
-TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELLED", "REVOKED"})
-STALE = ("error", "finished", "summary", "started", "worker", "attempts", "progress")  # reset on resubmit
-# Settings a submitter may override per job; everything else (paths, URIs) is the workers' own.
-JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
-                 "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting",
-                 "gate_max_relative_to_random")
-
-
-def job_overrides(settings: Settings) -> dict[str, Any]:
-    """The per-job settings travelling with a job (JSON primitives only)."""
-    return {k: getattr(settings, k) for k in JOB_OVERRIDES}
-
-
-class JobStore:
-    """Job records, locks, attempt counters and cancel flags in Redis (all under one prefix)."""
-
-    # Delete the lock only if we still own it (a stale owner must not free a new owner's lock).
-    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-    _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
-
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis
-
-        self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30,
-                                      health_check_interval=30, retry_on_timeout=True)
-        self.p = prefix
-
-    @classmethod
-    def for_app(cls, app: Any) -> JobStore:
-        return cls(app.conf.result_backend, app.ftctl_dist.key_prefix)
-
-    def key(self, kind: str, job_id: str = "") -> str:
-        return f"{self.p}{kind}:{job_id}" if job_id else f"{self.p}{kind}"
-
-    def create(self, job_id: str, record: dict[str, Any]) -> bool:
-        """Store a new record; False (and nothing written) if the job id already has one."""
-        key = self.key("job", job_id)
-        fields = {k: _enc(v) for k, v in record.items()}
-        if not self.r.hsetnx(key, "job_id", job_id):
-            return False
-        self.r.hset(key, mapping=fields)
-        self.r.zadd(self.key("jobs"), {job_id: time.time()})
-        return True
-
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.r.hgetall(self.key("job", job_id))
-        return {k: _dec(v) for k, v in raw.items()} if raw else None
-
-    def update(self, job_id: str, **fields: Any) -> None:
-        fields["updated"] = time.time()
-        self.r.hset(self.key("job", job_id), mapping={k: _enc(v) for k, v in fields.items()})
-
-    def ids(self, limit: int = 50) -> list[str]:
-        return list(self.r.zrevrange(self.key("jobs"), 0, limit - 1))
-
-    def acquire(self, job_id: str, owner: str, ttl: int) -> bool:
-        return bool(self.r.set(self.key("lock", job_id), owner, nx=True, ex=ttl))
-
-    def renew(self, job_id: str, owner: str, ttl: int) -> bool:
-        return bool(self.r.eval(self._RENEW, 1, self.key("lock", job_id), owner, ttl))
-
-    def release(self, job_id: str, owner: str) -> None:
-        self.r.eval(self._RELEASE, 1, self.key("lock", job_id), owner)
-
-    def lock_owner(self, job_id: str) -> str | None:
-        return self.r.get(self.key("lock", job_id))
-
-    def start_attempt(self, job_id: str) -> int:
-        """Count a delivery that started; reset by `end_attempt` when the task exits cleanly, so
-        the count is the number of consecutive deliveries whose worker died."""
-        n = int(self.r.incr(self.key("attempts", job_id)))
-        self.r.expire(self.key("attempts", job_id), 30 * 24 * 3600)
-        return n
-
-    def end_attempt(self, job_id: str) -> None:
-        self.r.delete(self.key("attempts", job_id))
-
-    def mark_stage_done(self, job_id: str, task_id: str, output: Any) -> None:
-        """A chain stage (this Celery task id) completed with `output`: a redelivered copy returns
-        it, so the chain goes on even if the worker died before sending the next stage."""
-        self.r.hset(self.key("done", job_id), task_id, _enc(output))
-        self.r.expire(self.key("done", job_id), 30 * 24 * 3600)
-
-    def stage_output(self, job_id: str, task_id: str | None) -> Any:
-        raw = self.r.hget(self.key("done", job_id), task_id) if task_id else None
-        return None if raw is None else _dec(raw)
-
-    # Cancel and stop flags belong to one submission (a Celery task id carries its number), so
-    # the stages of an old submission stay cancelled when `ftctl jobs retry` submits a new one.
-    def stop(self, job_id: str, submission: int, reason: str) -> None:
-        """Fail every later delivery of this submission with `reason` (its worker had to stop)."""
-        self.r.set(self.key("stop", f"{job_id}:{submission}"), reason, ex=30 * 24 * 3600)
-
-    def stopped(self, job_id: str, submission: int) -> str | None:
-        return self.r.get(self.key("stop", f"{job_id}:{submission}"))
-
-    def cancel(self, job_id: str, submission: int) -> None:
-        self.r.set(self.key("cancel", f"{job_id}:{submission}"), "1", ex=30 * 24 * 3600)
-
-    def cancelled(self, job_id: str, submission: int) -> bool:
-        return bool(self.r.exists(self.key("cancel", f"{job_id}:{submission}")))
-
-    def clear(self, job_id: str) -> None:
-        self.r.delete(self.key("attempts", job_id))
-
-    def queue_length(self, queue: str) -> int:
-        return int(self.r.llen(queue))
-
-
-def _enc(v: Any) -> str:
-    return json.dumps(v, default=str)
-
-
-def _dec(v: str) -> Any:
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
 
 
 def content_digest(ref: str) -> str:
@@ -167,10 +49,10 @@ class RemoteJobs:
     """The client side of the distributed mode."""
 
     def __init__(self, settings: Settings, app: Any = None) -> None:
-        from service.dist.app import make_app
+        from service.dist.config import configured_app
 
         self.settings = settings
-        self.app = app or make_app(settings)
+        self.app = app or configured_app(settings)  # tasks are sent by name: no bodies needed
         self.store = JobStore.for_app(self.app)
 
     # -- submission -------------------------------------------------------------------------
@@ -198,7 +80,7 @@ class RemoteJobs:
             canvas.apply_async()
         except Exception as e:  # the record must not stay PENDING for a job never queued
             self.store.update(job_id, state="FAILURE", error=f"could not queue the job: {e}")
-            raise ServiceError(f"could not queue job {job_id} on {_safe(self.settings.broker_url)} "
+            raise ServiceError(f"could not queue job {job_id} on {safe_url(self.settings.broker_url)} "
                                f"({e}); check the broker, then `ftctl jobs retry {job_id}`") from None
         return {**fields, "submitted": True}
 
@@ -265,7 +147,7 @@ class RemoteJobs:
     def show(self, job_id: str) -> dict[str, Any]:
         record = self.store.get(job_id)
         if record is None:
-            raise ServiceError(f"no job {job_id!r} on broker {_safe(self.settings.broker_url)}; "
+            raise ServiceError(f"no job {job_id!r} on broker {safe_url(self.settings.broker_url)}; "
                                "see `ftctl jobs list`")
         res = self.app.AsyncResult(record["task_id"])
         state, info = res.state, res.info
@@ -346,14 +228,6 @@ class RemoteJobs:
         return self._send(job_id, j["kind"], j["args"], resubmit=True)
 
 
-def submission_of(task_id: str | None) -> int:
-    """Submission number of a Celery task id (`<job_id>.<submission>-<nonce>[-<stage>]`)."""
-    try:
-        return int((task_id or "").rsplit(".", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
-        return 0
-
-
 def stage_task_ids(record: dict[str, Any]) -> list[str]:
     """Every Celery task id of a job's current submission (build_canvas names them)."""
     tid = record["task_id"]
@@ -375,7 +249,7 @@ def build_canvas(app: Any, kind: str, job_id: str, args: dict[str, Any], task_id
     """The Celery canvas of a job: arguments are ids, URIs and small JSON dicts only."""
     from celery import chain, chord, group
 
-    t = app.tasks
+    t = _Signatures(app)
     if kind == "release":
         # The release's stages on their queues, each handed the state of the one before:
         # cpu begin → gpu warm-up → cpu predict → gpu replay-train → cpu finish (observed).
@@ -408,6 +282,28 @@ def build_canvas(app: Any, kind: str, job_id: str, args: dict[str, Any], task_id
     raise ServiceError(f"unknown job kind {kind!r}; use release, stats, measure or diagnose")
 
 
+class _Signatures:
+    """`t[name].s(...)` / `.si(...)` by task name: a client sends tasks without their bodies (the
+    routes in the app's configuration pick each one's queue)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __getitem__(self, name: str) -> Any:
+        app = self.app
+
+        class Named:
+            @staticmethod
+            def s(*args: Any) -> Any:
+                return app.signature(name, args=args)
+
+            @staticmethod
+            def si(*args: Any) -> Any:
+                return app.signature(name, args=args, immutable=True)
+
+        return Named
+
+
 def describe(j: dict[str, Any]) -> str:
     """One progress line: state, stage, step/total and ETA when known."""
     p = j.get("progress") or {}
@@ -429,7 +325,7 @@ def _error_text(info: Any) -> str:
     return str(info)
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """A broker URL without its password (for messages)."""
     if "@" in url:
         scheme, rest = url.split("://", 1)

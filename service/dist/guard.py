@@ -27,7 +27,7 @@ from typing import Any
 from celery.exceptions import Retry
 
 from service.errors import ServiceError
-from service.dist.client import JOB_OVERRIDES, JobStore
+from service.dist.store import JOB_OVERRIDES, JobStore, submission_of
 from service.settings import Settings
 
 log = logging.getLogger("ftctl.worker")
@@ -59,11 +59,6 @@ class PoisonJob(ServiceError):
     """A job whose worker died on every delivery: failed for good instead of redelivered forever."""
 
 
-def job_of(task_id: str | None) -> str:
-    """Job id of a Celery task id (`<job_id>.<submission>-<nonce>[-<stage>]`)."""
-    return (task_id or "").rsplit(".", 1)[0]
-
-
 def job_settings(app: Any, overrides: Any) -> Settings:
     """The worker's settings with the job's per-job overrides (only the allowed keys)."""
     if not isinstance(overrides, dict):
@@ -86,8 +81,6 @@ class Progress:
     """The progress callback handed to pipeline functions: result backend + job record + cancel."""
 
     def __init__(self, task: Any, store: JobStore, job_id: str, soft_limit: float | None = None) -> None:
-        from service.dist.client import submission_of
-
         self.task, self.store, self.job_id = task, store, job_id
         self.submission = submission_of(task.request.id)
         self.t0 = time.monotonic()
@@ -163,8 +156,6 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
     redelivered copy of a stage that already completed is dropped (its chain went on already).
     """
     from celery.exceptions import Ignore
-
-    from service.dist.client import submission_of
 
     app = task.app
     dist = app.ftctl_dist
@@ -242,17 +233,12 @@ def guarded(task: Any, job_id: str, work: Callable[[Progress], dict[str, Any]],
 
 def _finished(settings: Settings, job_id: str, attempts: int) -> dict[str, Any] | None:
     """The recorded result of a FINISHED run of this job id; marks runs of dead workers FAILED."""
+    from service.tracking.jobs import finished_result
     from service.tracking.store import TAG, Tracker
 
     tracker = Tracker(settings)
-    done = tracker.find_job(job_id)
-    if done is not None:
-        return {**tracker.job_result(done.info.run_id), "reused": True}
-    # We hold the lock, so a RUNNING run of this job belongs to a worker that died.
-    for run in tracker.find_runs({TAG + "job_id": job_id}, status="RUNNING"):
-        dead = [run, *tracker.find_runs({"mlflow.parentRunId": run.info.run_id}, status="RUNNING")]
-        for r in dead:  # the job run and its stage runs (train, measure...)
-            tracker.client.set_tag(r.info.run_id, TAG + "failure",
-                                   f"interrupted: its worker died; retried (delivery {attempts})")
-            tracker.client.set_terminated(r.info.run_id, "FAILED")
-    return None
+    done = finished_result(tracker, job_id)
+    if done is None:  # we hold the lock: a RUNNING run of this job belongs to a worker that died
+        tracker.fail_stale({TAG + "job_id": job_id},  # the job run and its stage runs
+                           f"interrupted: its worker died; retried (delivery {attempts})")
+    return done

@@ -1,10 +1,11 @@
 """Celery tasks: thin wrappers around the in-process pipeline functions, made safe to redeliver.
 
-Every job task runs inside `service.guard.guarded` (lock, idempotency, poison cap, time limits,
+Every job task runs inside `service.dist.guard.guarded` (lock, idempotency, poison cap, time limits,
 progress). A release is a chain of stage tasks (service/release/stages.py), a sharded statistics job a
 fine-tune, a group of shards and a merge (service/pipeline/shards.py).
 
-Arguments are JSON primitives only: job ids, version numbers, task names/URIs, option dicts.
+Arguments are JSON only: job ids, version numbers, task names/URIs, option dicts and the
+release's versioned stage state (service/release/state.py).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from service.dist.guard import (
     PoisonJob,
     Progress,
     guarded,
-    job_of,
     job_settings,
     log,
 )
-from service.dist.client import JobStore, submission_of
-from service.settings import Settings
+from service.dist.config import ROUTES
+from service.dist.store import JobStore, job_of, submission_of
+from service.pipeline import shards as sharded
 from service.pipeline.shards import shard_bounds
+from service.release.state import Finished, ReleaseState, decode
+from service.settings import Settings
 
 __all__ = ["JobCancelled", "JobTimeout", "PoisonJob", "Progress", "job_of", "job_settings",
            "register", "shard_bounds"]
@@ -39,8 +42,7 @@ __all__ = ["JobCancelled", "JobTimeout", "PoisonJob", "Progress", "job_of", "job
 def release_begin(task: Any, job_id: str, request: dict[str, Any],
                   overrides: dict[str, Any]) -> dict[str, Any]:
     """cpu: open the release (job id, run) and choose method, probes and warm-up replay."""
-    from service.release.request import ReleaseRequest, open_release, stage_settings
-    from service.release.stages import begin
+    from service.release.request import ReleaseRequest, open_release
 
     settings = job_settings(task.app, overrides)
     if not isinstance(request, dict) or "task" not in request:
@@ -52,46 +54,43 @@ def release_begin(task: Any, job_id: str, request: dict[str, Any],
 
     def work(progress: Progress) -> dict[str, Any]:
         state = open_release(settings, req)
-        if "result" in state:  # this job id already finished: every stage passes it through
-            return state
-        return _stage_body(settings, stage_settings(settings, state), state, begin, progress)
+        if isinstance(state, Finished):  # this job id already finished: every stage passes it on
+            return state.to_json()
+        return _stage_body(settings, state, "begin", progress)
 
     return guarded(task, job_id, work, tracked=False, last=False)
 
 
-def _stage_body(settings: Settings, stage_s: Settings, state: dict[str, Any], fn: Callable[..., Any],
-                progress: Progress) -> Any:
-    """Run one stage; a stage that fails for good fails the release run with the reason."""
+def _stage_body(settings: Settings, state: ReleaseState, name: str, progress: Progress) -> Any:
+    """Run one stage on its typed state; its output as JSON (the next stage's argument, or the
+    job's result). A stage that fails for good fails the release run with the reason."""
+    from service.release.request import stage_settings
+    from service.release.stages import STAGES
     from service.tracking.store import Tracker
 
     try:
-        return fn(stage_s, state, progress)
+        out = dict(STAGES)[name](stage_settings(settings, state), state, progress)
     except TRANSIENT:
         raise  # Celery retries the stage with the same state; the release run stays RUNNING
     except BaseException as e:
-        Tracker(settings).fail(state["run_id"], e)
+        Tracker(settings).fail(state.run_id, e)
         raise
+    return out.to_json() if isinstance(out, ReleaseState) else out
 
 
-def _release_stage(task: Any, state: Any, job_id: str, overrides: dict[str, Any], name: str,
+def _release_stage(task: Any, data: Any, job_id: str, overrides: dict[str, Any], name: str,
                    last: bool = False) -> Any:
-    from service.release.request import stage_settings
-    from service.release.stages import STAGES
-
     settings = job_settings(task.app, overrides)
-    if not isinstance(state, dict) or not ({"run_id", "result"} & set(state)):
-        raise ServiceError(f"bad arguments: ftctl.release_{name} takes the state of the stage "
-                           "before it (a JSON object with 'run_id')")
-    if "result" in state:
-        return state["result"] if last else state
-    fn = dict(STAGES)[name]
+    state = decode(data, name)
+    if isinstance(state, Finished):
+        return state.result if last else state.to_json()
     try:
-        return guarded(task, job_id, lambda progress: _stage_body(
-            settings, stage_settings(settings, state), state, fn, progress), tracked=False, last=last)
+        return guarded(task, job_id, lambda progress: _stage_body(settings, state, name, progress),
+                       tracked=False, last=last)
     except (JobCancelled, JobTimeout, PoisonJob) as e:  # the job ends here: so does its run
         from service.tracking.store import Tracker
 
-        Tracker(settings).fail(state["run_id"], e)
+        Tracker(settings).fail(state.run_id, e)
         raise
 
 
@@ -126,8 +125,6 @@ RELEASE_STAGES = (release_warmup, release_predict, release_train, release_finish
 
 def stats_train(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """gpu: a sharded statistics job's fine-tune (its model is logged for the shards)."""
-    from service.pipeline import shards as sharded
-
     settings = job_settings(task.app, overrides)
     return guarded(task, job_id, lambda progress: sharded.train(settings, task_ref, progress),
                    tracked=False, last=False)
@@ -136,8 +133,6 @@ def stats_train(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]
 def stats_shard(task: Any, state: Any, job_id: str, index: int, count: int,
                 overrides: dict[str, Any]) -> dict[str, Any]:
     """gpu: before/after NLL of one slice of the upstream set (side-effect free)."""
-    from service.pipeline import shards as sharded
-
     settings = job_settings(task.app, overrides)
     if not isinstance(state, dict) or not ({"run_id", "result"} & set(state)):
         raise ServiceError("bad arguments: ftctl.stats_shard takes the state of ftctl.stats_train")
@@ -148,8 +143,6 @@ def stats_shard(task: Any, state: Any, job_id: str, index: int, count: int,
 
 def stats_merge(task: Any, shards: Any, job_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """cpu: the shards in order → one forgetting row in the statistics run."""
-    from service.pipeline import shards as sharded
-
     settings = job_settings(task.app, overrides)
     if not isinstance(shards, list):
         raise ServiceError("bad arguments: ftctl.stats_merge takes the list of shard results")
@@ -178,71 +171,18 @@ def measure_shard(task: Any, job_id: str, version: int, index: int, count: int,
 
     Side-effect free (the merge records the row), so a redelivered shard simply runs again.
     """
-    from service.pipeline.inputs import load_upstream
-    from service.tracking.registry import Registry
-    from service.tracking.store import Tracker
-    from training.model import load_model
-    from training.nll import measure_nll
-
     settings = job_settings(task.app, overrides)
     if JobStore.for_app(task.app).cancelled(job_id, submission_of(task.request.id)):
         raise JobCancelled(f"job {job_id} was cancelled by the user")
-    upstream = load_upstream(settings)
-    lo, hi = shard_bounds(upstream.n, int(index), int(count))
-    registry = Registry(Tracker(settings))
-    model, tok = load_model(registry.local_dir(registry.get(int(version))))
-    nll = measure_nll(model, tok, upstream.examples[lo:hi])
-    return {"index": index, "start": lo, "stop": hi, "digest": upstream.digest,
-            "nll": [float(x) for x in nll]}
+    return sharded.measure_version_slice(settings, int(version), int(index), int(count))
 
 
 def merge_shards(task: Any, shards: list[dict[str, Any]], job_id: str, version: int,
                  overrides: dict[str, Any]) -> dict[str, Any]:
-    """cpu: merge the shards into one row: an MLflow artifact + the local NLL cache."""
+    """cpu: merge the shards into one NLL table: an MLflow artifact + the NLL cache."""
     settings = job_settings(task.app, overrides)
-    return guarded(task, job_id, lambda progress: _merge(settings, shards, job_id, int(version), progress))
-
-
-def _merge(settings: Settings, shards: list[dict[str, Any]], job_id: str, version: int,
-           progress: Callable[..., None]) -> dict[str, Any]:
-    import numpy as np
-    import pandas as pd
-
-    from service.pipeline.inputs import cached_nll, load_upstream
-    from service.tracking.jobs import run_job
-    from service.tracking.registry import Registry
-    from service.pipeline.stats import model_key
-    from service.tracking.store import TAG, RunHandle, Tracker
-
-    upstream = load_upstream(settings)
-    nll = np.full(upstream.n, np.nan)
-    for s in sorted(shards, key=lambda s: s["start"]):
-        if s["digest"] != upstream.digest:
-            raise ServiceError(f"shard {s['index']} was measured on upstream set {s['digest'][:12]}, "
-                               f"this worker has {upstream.digest[:12]}; deploy one world everywhere")
-        nll[s["start"]:s["stop"]] = s["nll"]
-    if np.isnan(nll).any():
-        raise ServiceError(f"the shards cover {int((~np.isnan(nll)).sum())} of {upstream.n} "
-                           "upstream examples; resubmit the job")
-    progress(f"merged {len(shards)} shards into {upstream.n} NLLs")
-    tracker = Tracker(settings)
-    v = Registry(tracker).get(version)
-
-    def body(run: RunHandle) -> dict[str, Any]:
-        df = pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources, "nll": nll})
-        run.log_dataframe(df, "nll/upstream.parquet")
-        run.log_metrics({"nll_mean": float(nll.mean()), "shards": float(len(shards))})
-        path = cached_nll(settings, model_key(settings, v), upstream.digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, nll)
-        os.replace(tmp, path)
-        return {"version": version, "n": upstream.n, "shards": len(shards),
-                "nll_mean": float(nll.mean())}
-
-    tags = {TAG + "digest": upstream.digest, TAG + "base_version": str(version)}
-    return run_job(tracker, kind="measure", job_id=job_id, name=f"measure:v{version}", tags=tags,
-                   body=body)
+    return guarded(task, job_id, lambda progress: sharded.merge_version(
+        settings, shards, job_id, int(version), progress))
 
 
 def diagnose(task: Any, job_id: str, seconds: float, steps: int) -> dict[str, Any]:
@@ -276,21 +216,21 @@ def echo(task: Any, value: Any) -> Any:
     return value
 
 
-def register(app: Any) -> None:
-    """Register ftctl's tasks on `app` with the retry policy of app.ftctl_dist."""
-    from service.dist import beat as schedule
+def job_task_options(app: Any) -> dict[str, Any]:
+    """How every job task is declared: late acks, requeue on a lost worker, JSON-typed arguments,
+    automatic retries of transient errors with the app's retry policy."""
+    return {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "typing": True,
+            "autoretry_for": TRANSIENT, "max_retries": app.ftctl_dist.max_retries, "retry_backoff": 5,
+            "retry_backoff_max": 600, "retry_jitter": True}
 
-    dist = app.ftctl_dist
-    job = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "typing": True,
-           "autoretry_for": TRANSIENT, "max_retries": dist.max_retries, "retry_backoff": 5,
-           "retry_backoff_max": 600, "retry_jitter": True}
+
+def register(app: Any) -> None:
+    """Register ftctl's job tasks on `app` (the beat jobs: service.dist.beat.register)."""
+    job = job_task_options(app)
     for fn in (release_begin, *RELEASE_STAGES, stats, stats_train, stats_shard, stats_merge,
                measure_shard, merge_shards, diagnose):
         app.task(name=f"ftctl.{fn.__name__}", **job)(fn)
     app.task(name="ftctl.echo", bind=True)(echo)
-    for fn in (schedule.inbox_scan, schedule.stats_when_idle, schedule.refit):
-        app.task(name=f"ftctl.{fn.__name__}", **job)(fn)
-    app.conf.beat_schedule = schedule.beat_schedule(dist)
     _connect_signals()
 
 
@@ -315,8 +255,6 @@ def _connect_signals() -> None:
         if getattr(app, "ftctl_dist", None) is not None and id:
             _record_error(app, job_of(id), f"unknown task {name!r}: this worker runs ftctl "
                           f"{', '.join(sorted(ROUTES))}; upgrade the worker or fix the task name")
-
-    from service.dist.app import ROUTES
 
     signals.task_failure.connect(on_failure, weak=False)
     signals.task_unknown.connect(on_unknown, weak=False)

@@ -3,19 +3,31 @@ matrix besides the new task (or an explained fallback), cached in the workspace 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from common.atomic import atomic_path
 from service.pipeline.inputs import Upstream
 from service.settings import Settings
 from service.tracking.matrix import assemble
 from service.tracking.store import Tracker
 
 
+@dataclass
+class Completion:
+    """The completion model a release uses, and how it was chosen."""
+
+    model: Any  # a fitted forgetting.completion.Completer; None for the `random` fallback
+    method: str  # the method used
+    note: str  # how the rows were chosen (and why it fell back), shown to the user
+    fallback: str | None  # why the requested method was not used; None = it was
+
+
 def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
               parent_version: int, task_name: str = "",
-              rows: list[str] | None = None) -> tuple[Any, str, str]:
-    """(fitted completer or None, the method used, a note): the requested method on the rows of
-    the matrix besides this task, or an explained fallback when it has too few rows.
+              rows: list[str] | None = None) -> Completion:
+    """The requested method fitted on the rows of the matrix besides this task, or an explained
+    fallback when the matrix has too few rows for it.
 
     Fits are cached by (method, the exact rows, upstream digest) in the workspace: the stages of
     one release and every release on an unchanged matrix share one fit, and the scheduled refit
@@ -27,15 +39,16 @@ def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: 
     comp = make_method(settings, method, upstream)
     matrix, note = known_matrix(tracker, upstream, parent_version, comp.min_rows, task_name, rows)
     n = matrix.values.shape[0]
+    why = None
     if n < comp.min_rows:
         fallback = "additive" if n >= make_completer("additive").min_rows else "random"
-        note = (f"{method} needs {comp.min_rows} known rows, the matrix has {n} ({note}); "
-                f"fell back to {fallback}. Collect more with `ftctl stats collect`")
+        why = f"{method} needs {comp.min_rows} known rows, the matrix has {n}"
+        note = f"{why} ({note}); fell back to {fallback}. Collect more with `ftctl stats collect`"
         method = fallback
         comp = make_completer(fallback) if fallback != "random" else None
     if comp is not None:
         comp = _fit_cached(settings, comp, method, matrix, upstream.digest)
-    return comp, method, note
+    return Completion(model=comp, method=method, note=note, fallback=why)
 
 
 def known_matrix(tracker: Tracker, upstream: Upstream, parent_version: int, min_rows: int,
@@ -52,7 +65,6 @@ def known_matrix(tracker: Tracker, upstream: Upstream, parent_version: int, min_
 
 def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest: str) -> Any:
     import hashlib
-    import os
     import pickle
 
     blob = f"{method}|{digest}|{'|'.join(sorted(r.key for r in matrix.rows))}|{comp.config!r}"
@@ -64,9 +76,6 @@ def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
             path.unlink(missing_ok=True)  # a stale or torn file: refit
     comp.fit(matrix.values)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
         pickle.dump(comp, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
     return comp

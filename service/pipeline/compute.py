@@ -9,16 +9,14 @@ same code. Logging happens in the caller, at the edge.
 from __future__ import annotations
 
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_path
 from service.settings import Settings
 
 
@@ -53,11 +51,9 @@ class TrainOutcome:
     test_after: float
     replayed_ids: list[str]
     history: list[dict[str, float]]
-    probe_after: np.ndarray | None
     steps: int
     seconds: float
     save_dir: str | None = None
-    switched_schedule: list[tuple[str, float]] | None = None
 
 
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
@@ -123,7 +119,6 @@ def replay_steps(steps: int, ratio: float) -> int:
 def train_and_measure(
     spec: TrainSpec,
     *,
-    probe: Any = None,  # training.finetune.ProbeSpec (in-process only: holds a callback)
     logger: Any = None,
     progress: Callable[..., None] | None = None,
     measure_progress: Callable[[int, int], None] | None = None,
@@ -153,22 +148,19 @@ def train_and_measure(
         ckpt = CheckpointSpec(spec.checkpoint_dir, every_steps=spec.checkpoint_every,
                               stop_at=spec.stop_at, name=spec.checkpoint_name,
                               fallback=spec.checkpoint_fallback)
-    result = finetune(model, tok, task.train, cfg, replay=replay, probe=probe, logger=logger,
+    result = finetune(model, tok, task.train, cfg, replay=replay, logger=logger,
                       progress=progress, checkpoint=ckpt)
     model = result.model
     test_after = float(np.mean(measure_nll(model, tok, task.test)))
     examples = [upstream.examples[i] for i in spec.measure]
     after = measure_nll(model, tok, examples, progress=measure_progress) if examples else np.zeros(0)
     if spec.save_dir:
-        Path(spec.save_dir).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{spec.save_dir}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        save_model(model, tok, tmp)
-        shutil.rmtree(spec.save_dir, ignore_errors=True)  # a rerun of this stage saved it before
-        os.replace(tmp, spec.save_dir)
+        with atomic_path(spec.save_dir) as tmp:  # replaces what a rerun of this stage saved before
+            save_model(model, tok, tmp)
     return TrainOutcome(
         measured=np.asarray(spec.measure), nll_after=np.asarray(after, dtype=np.float64),
         test_before=test_before, test_after=test_after, replayed_ids=list(result.replayed_ids),
-        history=list(result.history), probe_after=result.probe_after, steps=result.steps,
+        history=list(result.history), steps=result.steps,
         seconds=time.perf_counter() - t0, save_dir=spec.save_dir,
     )
 

@@ -17,6 +17,9 @@ import numpy as np
 
 from service.errors import ServiceError
 from service.settings import Settings
+from service.tracking.lineage import check_digest
+from service.tracking.registry import Registry, Version
+from service.tracking.store import Tracker
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Upstream:
     examples: list[Any]  # training.data.Example
     digest: str
     heldout: np.ndarray  # bool per column: never replayed, the evaluation set
+    source: str = ""  # where the set comes from, for messages (e.g. "world 'default'")
 
     @cached_property
     def ids(self) -> list[str]:
@@ -88,7 +92,29 @@ def load_upstream(settings: Settings) -> Upstream:
             f"{len(up.examples)}); use a fraction such as 0.25"
         )
     mask = heldout_mask(up.ids, int(size) if size >= 1 else size, seed=settings.heldout_seed)
-    return Upstream(examples=list(up.examples), digest=up.digest, heldout=mask)
+    return Upstream(examples=list(up.examples), digest=up.digest, heldout=mask,
+                    source=f"world {settings.world!r}")
+
+
+@dataclass
+class JobContext:
+    """What every job starts from: the line's tracking store, the version it builds on and the
+    upstream set, checked to be the one the line was measured on."""
+
+    tracker: Tracker
+    registry: Registry
+    parent: Version
+    upstream: Upstream
+
+
+def job_context(settings: Settings, parent_version: int = 0) -> JobContext:
+    """The job's context; `parent_version` 0 = the current @champion."""
+    tracker = Tracker(settings)
+    registry = Registry(tracker)
+    parent = registry.get(parent_version) if parent_version else registry.champion()
+    upstream = load_upstream(settings)
+    check_digest(settings.model_line, parent, upstream.digest, upstream.source)
+    return JobContext(tracker, registry, parent, upstream)
 
 
 def resolve_task(settings: Settings, ref: str) -> Task:
@@ -98,7 +124,7 @@ def resolve_task(settings: Settings, ref: str) -> Task:
     world = load_world(settings)
     if ref in world.tasks:
         t = world.tasks[ref]
-        return Task(name=t.name, train=list(t.train), test=list(t.test), digest=_digest(t.train, t.test),
+        return Task(name=t.name, train=list(t.train), test=list(t.test), digest=t.digest,
                     family=t.family, description=t.description, embedded=True)
     looks_like_path = os.sep in ref or Path(ref).suffix or Path(ref).exists()
     if not looks_like_path:
@@ -117,35 +143,24 @@ def resolve_task(settings: Settings, ref: str) -> Task:
     return Task(name=data.name, train=list(data.train), test=list(data.test), digest=data.digest)
 
 
-def _digest(train: list[Any], test: list[Any]) -> str:
-    import hashlib
+def nll_cache(settings: Settings, key: str, upstream: Upstream) -> Any:
+    """The one NLL cache of this workspace (training.cache.NllCache) for model `key` on this
+    upstream set: keyed by the model, the upstream digest, the measurement settings, the weights'
+    precision and the evaluator's code version, so a value is never served for another setup."""
+    from training.cache import NllCache
 
-    h = hashlib.sha256()
-    for e in [*train, *test]:
-        h.update(e.id.encode())
-    return h.hexdigest()[:16]
-
-
-def cached_nll(settings: Settings, key: str, digest: str) -> Path:
-    """Where the per-example NLLs of model `key` on upstream set `digest` are cached."""
-    return settings.cache_dir / "nll" / f"{key}-{digest[:16]}.npy"
+    return NllCache(settings.cache_dir / "nll", key, upstream.digest)
 
 
 def load_or_measure_nll(settings: Settings, key: str, upstream: Upstream, model_dir: Path,
                         progress: Any = None) -> np.ndarray:
-    """NLL of every upstream example under model `key` ("before" for the jobs built on it)."""
-    path = cached_nll(settings, key, upstream.digest)
-    if path.exists():
-        arr = np.load(path)
-        if arr.shape == (upstream.n,):
-            return arr
+    """NLL of every upstream example under model `key` ("before" for the jobs built on it):
+    served from the cache, measuring only what it lacks."""
+    cache = nll_cache(settings, key, upstream)
+    cached = cache.get(upstream.examples)
+    if cached is not None:
+        return cached
     from training.model import load_model
-    from training.nll import measure_nll
 
     model, tok = load_model(model_dir)
-    arr = measure_nll(model, tok, upstream.examples, progress=progress).astype(np.float64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-    return arr
+    return cache.measure(model, tok, upstream.examples, progress=progress)

@@ -13,9 +13,9 @@ from typing import Any
 from service.errors import ServiceError
 from service.pipeline.compute import count_messages, step_messages
 from service.pipeline.inputs import load_or_measure_nll, load_upstream, load_world
-from service.pipeline.stats import check_digest
 from service.settings import Settings, save_settings
 from service.tracking.jobs import run_job
+from service.tracking.lineage import check_digest
 from service.tracking.registry import CHAMPION, Registry
 from service.tracking.store import TAG, RunHandle, Tracker
 
@@ -28,7 +28,7 @@ def init_line(settings: Settings, *, model_dir: Path | None = None,
     upstream = load_upstream(settings)
     existing = registry.by_alias(CHAMPION)
     if existing is not None:
-        check_digest(settings, existing, upstream)
+        check_digest(settings.model_line, existing, upstream.digest, upstream.source)
         say(f"model line {settings.model_line!r} already initialised: @champion is version "
             f"{existing.version}")
         save_settings(settings)

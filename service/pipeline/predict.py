@@ -22,13 +22,14 @@ import numpy as np
 from service.errors import ServiceError
 from service.pipeline.inputs import (
     Upstream,
+    job_context,
     load_or_measure_nll,
     load_upstream,
     load_world,
     resolve_task,
 )
-from service.pipeline.stats import check_digest, model_key
 from service.settings import Settings
+from service.tracking.lineage import model_key
 from service.tracking.matrix import assemble
 from service.tracking.registry import Registry
 from service.tracking.store import TAG, Tracker
@@ -94,11 +95,8 @@ def predict_task(settings: Settings, task_ref: str, *, method: str, top: int = 2
     from forgetting.probes import choose_probes
 
     say = progress or (lambda _m: None)
-    tracker = Tracker(settings)
-    registry = Registry(tracker)
-    parent = registry.champion()
-    upstream = load_upstream(settings)
-    check_digest(settings, parent, upstream)
+    ctx = job_context(settings)
+    tracker, registry, parent, upstream = ctx.tracker, ctx.registry, ctx.parent, ctx.upstream
     task = resolve_task(settings, task_ref)
     got = assemble(tracker, upstream, base_version=parent.version, exclude_tasks=frozenset({task.name}))
     completer = make_method(settings, method, upstream)
@@ -118,7 +116,7 @@ def predict_task(settings: Settings, task_ref: str, *, method: str, top: int = 2
         from service.pipeline.compute import TrainSpec, task_steps, train_and_measure
 
         say(f"fine-tuning {task.name} once to measure its {len(probes)} probes")
-        before = load_or_measure_nll(settings, model_key(settings, parent), upstream,
+        before = load_or_measure_nll(settings, model_key(parent), upstream,
                                      registry.local_dir(parent))
         out = train_and_measure(TrainSpec(settings=settings, task_ref=task_ref,
                                           model_dir=str(registry.local_dir(parent)),

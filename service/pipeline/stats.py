@@ -25,49 +25,19 @@ from service.pipeline.compute import (
     step_messages,
     task_steps,
 )
-from service.pipeline.inputs import Task, Upstream, load_or_measure_nll, load_upstream, resolve_task
+from service.pipeline.inputs import (
+    Task,
+    Upstream,
+    job_context,
+    load_or_measure_nll,
+    resolve_task,
+)
 from service.settings import Settings
-from service.tracking.jobs import end_job, job_id_for, job_lock, start_job
-from service.tracking.registry import Registry, Version
+from service.tracking.jobs import end_job, finished_result, job_id_for, job_lock, start_job
+from service.tracking.lineage import model_key, train_key
+from service.tracking.registry import Version
 from service.tracking.rows import log_row, make_row
-from service.tracking.store import TAG, RunHandle, Tracker
-
-
-def model_key(settings: Settings, version: Version) -> str:
-    """Cache key of a version's upstream NLLs: its registering run, unique across lines."""
-    return f"run-{version.run_id}"
-
-
-def check_digest(settings: Settings, parent: Version, upstream: Upstream) -> None:
-    """Rows are comparable only within one upstream set: refuse to mix digests."""
-    line_digest = parent.tags.get(TAG + "digest")
-    if line_digest and line_digest != upstream.digest:
-        raise ServiceError(
-            f"model line {settings.model_line!r} version {parent.version} was measured on upstream "
-            f"set {line_digest[:12]} but world {settings.world!r} has {upstream.digest[:12]}; use "
-            "the world the line was initialised with, or start a new line with --model-line")
-
-
-def train_key(settings: Settings, task: Task, parent: Version, upstream: Upstream) -> str:
-    """Identity of a plain (no-replay) fine-tune of `task` from `parent` with the settings' recipe
-    and seed: statistics jobs and no-replay releases with the same key trained the same model."""
-    cfg = finetune_config(settings, settings.steps or task_steps(settings), settings.seed).to_dict()
-    return job_id_for("train", task=task.digest, parent=parent.version, config=cfg,
-                      digest=upstream.digest, line=settings.model_line)
-
-
-def plain_row(tracker: Tracker, key: str, upstream: Upstream) -> tuple[np.ndarray, str] | None:
-    """ΔNLL of every upstream example after a finished plain fine-tune with this train key (a
-    statistics job, or a no-replay release that measured everything), with its run id."""
-    runs = [r for r in tracker.find_runs({TAG + "train_key": key, TAG + "role": "job"})
-            if r.data.tags.get(TAG + "row") == "full"
-            and r.data.tags.get(TAG + "digest") == upstream.digest]
-    if not runs:
-        return None
-    df = tracker.load_row(runs[-1].info.run_id).set_index("example_id")
-    if not set(upstream.ids) <= set(df.index):
-        return None
-    return df.loc[upstream.ids, "delta"].to_numpy(np.float64), runs[-1].info.run_id
+from service.tracking.store import TAG, RunHandle
 
 
 def stats_tags(task: Task, upstream: Upstream, parent: Version, job_kind: str = "stats") -> dict[str, str]:
@@ -104,14 +74,11 @@ def collect_stats(
 ) -> list[dict[str, Any]]:
     """Collect a full forgetting row for each task (reusing finished jobs); results in order."""
     say = progress or (lambda _m: None)
-    tracker = Tracker(settings)
-    registry = Registry(tracker)
-    parent = registry.champion()
-    upstream = load_upstream(settings)
-    check_digest(settings, parent, upstream)
+    ctx = job_context(settings)
+    tracker, registry, parent, upstream = ctx.tracker, ctx.registry, ctx.parent, ctx.upstream
     tasks = [resolve_task(settings, ref) for ref in task_refs]  # fail fast on an unknown task
     model_dir = registry.local_dir(parent)
-    before = load_or_measure_nll(settings, model_key(settings, parent), upstream, model_dir,
+    before = load_or_measure_nll(settings, model_key(parent), upstream, model_dir,
                                  progress=count_messages(say, "measuring the champion"))
     settings = settings.replace(steps=task_steps(settings))
     cfg = finetune_config(settings, settings.steps, settings.seed).to_dict()
@@ -121,10 +88,10 @@ def collect_stats(
     for i, task in enumerate(tasks):
         job_id = job_id_for("stats", task=task.digest, parent=parent.version, config=cfg,
                             digest=upstream.digest, line=settings.model_line)
-        done = tracker.find_job(job_id)
+        done = finished_result(tracker, job_id)
         if done is not None:
-            results[i] = {**tracker.job_result(done.info.run_id), "reused": True}
-            say(f"stats {task.name}: already collected (run {done.info.run_id[:8]})")
+            results[i] = done
+            say(f"stats {task.name}: already collected (run {done['run_id'][:8]})")
         else:
             pending.append((i, job_id))
 
@@ -144,7 +111,8 @@ def collect_stats(
         for j, (i, job_id) in enumerate(pending):
             task = tasks[i]
             tags = {**stats_tags(task, upstream, parent),
-                    TAG + "train_key": train_key(settings, task, parent, upstream)}
+                    TAG + "train_key": train_key(task.digest, parent.version, cfg,
+                                                      upstream.digest, settings.model_line)}
             runs[j] = start_job(tracker, kind="stats", job_id=job_id, name=f"stats:{task.name}", tags=tags)
             runs[j].log_params({"settings": settings.to_dict(), "finetune": cfg, "task": task.name})
             log_inputs(runs[j], task, upstream)

@@ -14,8 +14,8 @@ fine-tune measures the true row, which then drives the replay) are the baselines
 fine-tune that already ran with the same recipe and seed (a statistics job, a no-replay release
 with --measure-all) is reused instead of trained again.
 
-`open_release` turns a request into the first stage's state (job id, run, paths); the stages
-themselves live in service/release/stages.py, so that this process (`release_new_task`) and the Celery
+`open_release` turns a request into the first stage's typed state (service/release/state.py: job
+id, run, paths); the stages themselves live in service/release/stages.py, so that this process (`release_new_task`) and the Celery
 workers (one stage task per queue) run the very same code.
 """
 
@@ -28,13 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from forgetting.methods import RELEASE_METHODS, method_help
 from service.errors import ServiceError
 from service.pipeline.compute import finetune_config, replay_steps, task_steps
-from service.pipeline.inputs import heldout_size, load_upstream, resolve_task
-from service.pipeline.stats import check_digest, log_inputs, model_key, train_key
-from service.settings import METHODS, Settings
+from service.pipeline.inputs import heldout_size, job_context, resolve_task
+from service.pipeline.stats import log_inputs
+from service.release.stages import STAGES
+from service.release.state import Finished, ReleaseState
+from service.settings import Settings
 from service.tracking.jobs import finished_result, job_id_for, job_lock, start_job
-from service.tracking.registry import Registry
+from service.tracking.lineage import model_key, train_key
 from service.tracking.store import TAG, Tracker
 
 
@@ -53,22 +56,19 @@ class ReleaseRequest:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method and self.method not in METHODS:
-            raise ServiceError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method and self.method not in RELEASE_METHODS:
+            raise ServiceError(f"unknown method {self.method!r}; choose {method_help()}")
         if self.mode not in ("online", "offline"):
             raise ServiceError(f"unknown mode {self.mode!r}; use online or offline")
 
 
 def open_release(settings: Settings, req: ReleaseRequest,
-                 hold: Callable[[str], Any] | None = None) -> dict[str, Any]:
+                 hold: Callable[[str], Any] | None = None) -> ReleaseState | Finished:
     """Resolve a release request into its first stage state — or, when this job already
-    finished, its recorded result (`{"result": ...}`). Opens the release run (RUNNING).
+    finished, its recorded result. Opens the release run (RUNNING).
     `hold(job_id)` takes the job's lock as soon as the id is known (in-process runs)."""
-    tracker = Tracker(settings)
-    registry = Registry(tracker)
-    parent = registry.get(req.parent_version) if req.parent_version else registry.champion()
-    upstream = load_upstream(settings)
-    check_digest(settings, parent, upstream)
+    ctx = job_context(settings, req.parent_version)
+    tracker, registry, parent, upstream = ctx.tracker, ctx.registry, ctx.parent, ctx.upstream
     task = resolve_task(settings, req.task)
     method = req.method or settings.method
     seed = settings.seed if req.seed is None else req.seed
@@ -76,12 +76,8 @@ def open_release(settings: Settings, req: ReleaseRequest,
     settings = settings.replace(steps=steps, seed=seed)
     ratio = 0.0 if method == "none" else settings.replay_ratio
     cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
-    # Random replay is one draw in offline mode; in online mode it draws again after the warm-up
-    # (the control for the online methods' two plans). Single-draw random jobs keep the id they
-    # had before the online control existed, when random ignored the mode.
-    mode_key = req.mode if method != "random" else ("online-redraw" if req.mode == "online" else "online")
     job_id = req.job_id or job_id_for(
-        "release", task=task.digest, parent=parent.version, method=method, mode=mode_key,
+        "release", task=task.digest, parent=parent.version, method=method, mode=req.mode,
         config=cfg, settings={k: getattr(settings, k) for k in
                               ("k", "replay_ratio", "temperature", "heldout_seed")}
         | {"heldout": heldout_size(settings, upstream.n)}  # the size in force, not the setting
@@ -92,9 +88,10 @@ def open_release(settings: Settings, req: ReleaseRequest,
         hold(job_id)
     done = finished_result(tracker, job_id)
     if done is not None:
-        return {"job_id": job_id, "result": done}
+        return Finished(job_id=job_id, result=done)
     model_dir = str(registry.local_dir(parent))  # before the run opens: a download can fail
-    key = train_key(settings, task, parent, upstream)
+    key = train_key(task.digest, parent.version, finetune_config(settings, steps, seed).to_dict(),
+                    upstream.digest, settings.model_line)
     tags = {TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
             TAG + "digest": upstream.digest, TAG + "base_version": str(parent.version),
             TAG + "method": method, TAG + "mode": req.mode,
@@ -103,88 +100,41 @@ def open_release(settings: Settings, req: ReleaseRequest,
         tags[TAG + "train_key"] = key
     run = start_job(tracker, kind="release", job_id=job_id, name=req.name or f"release:{task.name}",
                     tags=tags)
-    try:
-        run.log_params({"settings": settings.to_dict(), "finetune": cfg,
-                        "release": dataclasses.asdict(req) | {"method": method}})
-        run.log_dict({"settings": settings.to_dict(), "finetune": cfg,
-                      "release": dataclasses.asdict(req) | {"method": method}}, "config.json")
+    config = {"settings": settings.to_dict(), "finetune": cfg,
+              "release": dataclasses.asdict(req) | {"method": method}}
+    with tracker.failing(run.run_id):
+        run.log_params(config)
+        run.log_dict(config, "config.json")
         log_inputs(run, task, upstream)
-    except BaseException as e:
-        tracker.fail(run.run_id, e)
-        raise
     work = settings.workspace.resolve()
-    return {
-        "job_id": job_id, "run_id": run.run_id, "task_ref": req.task, "task_name": task.name,
-        "task_digest": task.digest,
-        "method": method, "mode": req.mode, "seed": seed, "steps": steps,
-        "parent_version": parent.version, "model_dir": model_dir,
-        "model_key": model_key(settings, parent), "train_key": key, "digest": upstream.digest,
-        "measure_all": req.measure_all, "register": req.register, "promote": req.promote,
-        "save_dir": str(work / "models" / run.run_id), "ckpt_dir": str(work / "checkpoints" / job_id),
-        "started": time.time(),
-    }
+    return ReleaseState(
+        job_id=job_id, run_id=run.run_id, task_ref=req.task, task_name=task.name,
+        task_digest=task.digest, method=method, mode=req.mode, seed=seed, steps=steps,
+        parent_version=parent.version, model_dir=model_dir, model_key=model_key(parent),
+        train_key=key, digest=upstream.digest, measure_all=req.measure_all, register=req.register,
+        promote=req.promote, save_dir=str(work / "models" / run.run_id),
+        ckpt_dir=str(work / "checkpoints" / job_id), started=time.time())
 
 
-def stage_settings(settings: Settings, state: dict[str, Any]) -> Settings:
+def stage_settings(settings: Settings, state: ReleaseState) -> Settings:
     """The settings a stage runs with: the job's steps and seed on top of the caller's."""
-    return settings.replace(steps=state["steps"], seed=state["seed"])
+    return settings.replace(steps=state.steps, seed=state.seed)
 
 
 def release_new_task(settings: Settings, req: ReleaseRequest,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The whole release in this process: the stages of service/release/stages.py, one after the other."""
-
+    """The whole release in this process: the stages of service/release/stages.py, in order."""
     say = progress or (lambda _m: None)
     with contextlib.ExitStack() as held:  # the job's lock, from its id to its recorded result
         state = open_release(settings, req,
                              hold=lambda job_id: held.enter_context(job_lock(settings, job_id)))
-        if "result" in state:
-            return state["result"]
-        return _run_stages(settings, state, say)
-
-
-def _run_stages(settings: Settings, state: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
-    from service.release.stages import STAGES
-
-    say(f"release {state['task_name']}: method {state['method']}, mode {state['mode']}, from "
-        f"version {state['parent_version']}")
-    s = stage_settings(settings, state)
-    try:
-        for _name, stage in STAGES:
-            state = stage(s, state, say)
-    except BaseException as e:
-        Tracker(settings).fail(state["run_id"], e)
-        raise
-    return state
-
-
-def evaluate_gate(settings: Settings, metrics: dict[str, float], task_loss_before: float,
-                  task_loss_after: float, random_baseline: float | None = None) -> dict[str, Any]:
-    """The release gate: held-out forgetting within the absolute budget (and, when configured,
-    within a multiple of random replay's on the same task), and the task actually learned."""
-    reasons = []
-    held = metrics.get("heldout_forgetting_mean", float("nan"))
-    if not held <= settings.gate_max_heldout_forgetting:
-        reasons.append(f"held-out forgetting {held:.4f} > budget {settings.gate_max_heldout_forgetting}")
-    factor = settings.gate_max_relative_to_random
-    if factor > 0:
-        if random_baseline is None:
-            reasons.append("no random-replay release of this task from this parent to compare with: "
-                           "run `ftctl release new-task TASK --method random --no-promote` first")
-        elif not held <= factor * random_baseline:
-            reasons.append(f"held-out forgetting {held:.4f} > {factor:g} x random replay's "
-                           f"{random_baseline:.4f}")
-    if settings.gate_require_task_gain and not task_loss_after < task_loss_before:
-        reasons.append(f"task loss did not improve ({task_loss_before:.4f} → {task_loss_after:.4f})")
-    return {"passed": not reasons, "reasons": reasons, "heldout_forgetting": held,
-            "budget": settings.gate_max_heldout_forgetting, "random_baseline": random_baseline}
-
-
-def random_baseline(tracker: Tracker, task_digest: str, parent_version: int) -> float | None:
-    """Held-out forgetting of the latest finished random-replay release of this task data from
-    this parent (what a relative gate compares with)."""
-    runs = tracker.find_runs({TAG + "kind": "release", TAG + "role": "job", TAG + "method": "random",
-                              TAG + "task_digest": task_digest, TAG + "base_version": str(parent_version)})
-    values = [r.data.metrics.get("heldout_forgetting_mean") for r in runs]
-    values = [v for v in values if v is not None]
-    return float(values[-1]) if values else None
+        if isinstance(state, Finished):
+            return state.result
+        say(f"release {state.task_name}: method {state.method}, mode {state.mode}, from "
+            f"version {state.parent_version}")
+        s = stage_settings(settings, state)
+        out: Any = state
+        with Tracker(settings).failing(state.run_id):
+            for _name, stage in STAGES:
+                out = stage(s, out, say)
+        return out

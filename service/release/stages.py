@@ -1,4 +1,4 @@
-"""The release loop as stages: what runs where, and the JSON state handed from one to the next.
+"""The release loop as stages: what runs where, and the typed state handed from one to the next.
 
     begin     cpu  job id, parent run, completion method (or its fallback), probes, warm-up replay
     warmup    gpu  online: train the first warmup_fraction of the steps with random replay, stop
@@ -10,9 +10,7 @@
     finish    cpu  gate, register @candidate, promote to @champion, record the result
 
 `service.release.release_new_task` runs them in order in one process; the Celery tasks run each on
-its queue (service/dist/tasks.py) with the state as their argument. The state holds ids, indices and
-paths only — never a tensor or a row: rows and models travel through the tracking store and the
-workspace. Every stage can be rerun from its input state (a redelivered task): the fine-tunes
+its queue (service/dist/tasks.py) with the state's JSON as their argument (service/release/state.py). Every stage can be rerun from its input state (a redelivered task): the fine-tunes
 resume from their last checkpoint, the registration reuses a version this job already made.
 """
 
@@ -20,31 +18,35 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from forgetting.methods import COMPLETION_METHODS
 from service.pipeline.completion import completer, known_matrix
 from service.pipeline.compute import (
     TrainSpec,
     count_messages,
+    finetune_config,
     replay_steps,
     step_messages,
     train_and_measure,
 )
 from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream, resolve_task
-from service.pipeline.stats import log_training, plain_row
+from service.pipeline.stats import log_training
+from service.release.gate import Gate, evaluate_gate, random_baseline
+from service.release.state import Outcome, ReleaseState
 from service.settings import Settings
-from service.tracking.jobs import end_job
+from service.tracking.jobs import end_job, finished_result
+from service.tracking.lineage import plain_row
 from service.tracking.registry import CHAMPION, Registry
 from service.tracking.rows import log_row, make_row
 from service.tracking.store import TAG, RunHandle, Tracker
 
-COMPLETION_METHODS = ("mf", "als", "knn", "knn_pearson", "additive", "semantic")
 Say = Callable[[str], None]
-State = dict[str, Any]
 
 
 def _quiet(_m: str) -> None:
@@ -60,19 +62,22 @@ def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settin
     return [upstream.ids[i] for i in plan.indices], [float(w) for w in plan.weights]
 
 
-def _spec(settings: Settings, state: State, measure: np.ndarray, replay_ids: list[str],
+def _spec(settings: Settings, state: ReleaseState, measure: np.ndarray, replay_ids: list[str],
           **kw: Any) -> TrainSpec:
-    ratio = state["ratio"] if replay_ids else 0.0
-    return TrainSpec(settings=settings, task_ref=state["task_ref"], model_dir=state["model_dir"],
-                     steps=state["total_steps"] if replay_ids else state["steps"], measure=measure,
-                     replay_ids=replay_ids, replay_ratio=ratio, seed=state["seed"], **kw)
+    ratio = state.ratio if replay_ids else 0.0
+    return TrainSpec(settings=settings, task_ref=state.task_ref, model_dir=state.model_dir,
+                     steps=state.total_steps if replay_ids else state.steps, measure=measure,
+                     replay_ids=replay_ids, replay_ratio=ratio, seed=state.seed, **kw)
 
 
-def _child(tracker: Tracker, state: State, stage: str) -> RunHandle:
-    """A stage's child run; one left RUNNING by a dead delivery of this stage ends FAILED first."""
-    tracker.fail_stale({"mlflow.parentRunId": state["run_id"], TAG + "stage": stage},
+@contextmanager
+def _child(tracker: Tracker, state: ReleaseState, stage: str) -> Iterator[RunHandle]:
+    """A stage's child run (FINISHED when the block ends, FAILED with the reason if it raises);
+    one left RUNNING by a dead delivery of this stage ends FAILED first."""
+    tracker.fail_stale({"mlflow.parentRunId": state.run_id, TAG + "stage": stage},
                        f"interrupted: the worker running stage {stage} died; the stage ran again")
-    return tracker.start(stage, parent_id=state["run_id"], tags={TAG + "stage": stage})
+    with tracker.run(stage, parent_id=state.run_id, tags={TAG + "stage": stage}) as child:
+        yield child
 
 
 def _logger(tracker: Tracker, run_id: str) -> Any:
@@ -81,12 +86,18 @@ def _logger(tracker: Tracker, run_id: str) -> Any:
     return MLFlowLogger(tracking_uri=tracker.uri, run_id=run_id, log_model=False)
 
 
-def _online(state: State) -> bool:
+def _online(state: ReleaseState) -> bool:
     """Online mode: a warm-up with random replay, then the method's own plan. For a completion
     method the plan comes from the probes; for `random` it is a fresh uniform draw — the control
     that replays as many distinct examples (two draws) as the online methods do."""
-    return state["mode"] == "online" and (state["effective"] in COMPLETION_METHODS
-                                          or state["effective"] == "random")
+    return state.mode == "online" and (state.effective in COMPLETION_METHODS
+                                       or state.effective == "random")
+
+
+def _plain(state: ReleaseState) -> bool:
+    """The release needs a plain (no-replay) fine-tune's row: oracle, or offline probes."""
+    return state.method == "oracle" or (state.effective in COMPLETION_METHODS
+                                        and state.mode == "offline")
 
 
 def switch_step(fraction: float, total_steps: int) -> int:
@@ -98,303 +109,274 @@ def _every(steps: int) -> int:
     return max(1, steps // 10)  # a dead worker loses at most a tenth of a fine-tune
 
 
-def begin(settings: Settings, state: State, say: Say = _quiet) -> State:
+def _add_note(state: ReleaseState, note: str) -> None:
+    state.note = "; ".join(x for x in (state.note, note) if x)
+
+
+def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
     """cpu: choose the method (or its fallback), the probes and the warm-up replay."""
     from forgetting.probes import choose_probes
     from forgetting.replay import replay_budget
 
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
-    task = resolve_task(settings, state["task_ref"])
-    run = tracker.attach(state["run_id"])
-    method = state["method"]
-    state["budget"] = replay_budget(len(task.train), settings.replay_ratio)
-    state["ratio"] = 0.0 if method == "none" else settings.replay_ratio
-    state["total_steps"] = replay_steps(state["steps"], state["ratio"])
-    state["effective"], state["note"] = method, ""
+    task = resolve_task(settings, state.task_ref)
+    run = tracker.attach(state.run_id)
+    method = state.method
+    state.budget = replay_budget(len(task.train), settings.replay_ratio)
+    state.ratio = 0.0 if method == "none" else settings.replay_ratio
+    state.total_steps = replay_steps(state.steps, state.ratio)
+    state.effective, state.note, state.fallback = method, "", None
     if method in COMPLETION_METHODS:
-        _, state["effective"], state["note"] = completer(settings, tracker, upstream, method,
-                                                         state["parent_version"], task.name)
-        matrix, _ = known_matrix(tracker, upstream, state["parent_version"], 1, task.name)
-        state["rows"] = [r.key for r in matrix.rows]
-        if "fell back" in state["note"]:
-            run.set_tags({TAG + "fallback": state["note"]})
-            say(f"note: {state['note']}")
+        fit = completer(settings, tracker, upstream, method, state.parent_version, task.name)
+        state.effective, state.note, state.fallback = fit.method, fit.note, fit.fallback
+        matrix, _ = known_matrix(tracker, upstream, state.parent_version, 1, task.name)
+        state.rows = [r.key for r in matrix.rows]
+        if state.fallback is not None:
+            run.set_tags({TAG + "fallback": state.fallback})
+            say(f"note: {state.note}")
         k = min(settings.k, int((~upstream.heldout).sum()))
-        state["probes"] = choose_probes(upstream.n, k, seed=state["seed"],
-                                        exclude=upstream.heldout).tolist()
-    if state["effective"] == "random" or (method in COMPLETION_METHODS and state["mode"] == "online"):
-        state["warmup_ids"], state["warmup_weights"] = sample(
-            np.zeros(upstream.n), state["budget"], upstream, settings, "uniform", state["seed"])
-    if method == "oracle" or (state["effective"] in COMPLETION_METHODS and state["mode"] == "offline"):
-        found = plain_row(tracker, state["train_key"], upstream)
+        state.probes = choose_probes(upstream.n, k, seed=state.seed,
+                                     exclude=upstream.heldout).tolist()
+    if state.effective == "random" or (method in COMPLETION_METHODS and state.mode == "online"):
+        state.warmup_ids, state.warmup_weights = sample(
+            np.zeros(upstream.n), state.budget, upstream, settings, "uniform", state.seed)
+    if _plain(state):
+        found = plain_row(tracker, state.train_key, upstream.ids, upstream.digest)
         if found is not None:
-            state["plain_run"] = found[1]
-            state["note"] = "; ".join(x for x in (state["note"],
-                                                  f"plain fine-tune reused from run {found[1]}") if x)
+            state.plain_run = found[1]
+            _add_note(state, f"plain fine-tune reused from run {found[1]}")
             run.set_tags({TAG + "plain_run": found[1]})
             say(f"reusing the plain fine-tune of run {found[1][:8]} (same recipe and seed)")
     return state
 
 
-def warmup(settings: Settings, state: State, say: Say = _quiet) -> State:
+def warmup(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
     """gpu: the probes' forgetting after the warm-up (online) or after a plain fine-tune."""
     online = _online(state)
-    plain = state["method"] == "oracle" or (state["effective"] in COMPLETION_METHODS
-                                            and state["mode"] == "offline")
-    if not (online or (plain and not state.get("plain_run"))):
+    if not (online or (_plain(state) and not state.plain_run)):
         return state
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
-    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]),
+    before = load_or_measure_nll(settings, state.model_key, upstream, Path(state.model_dir),
                                  progress=count_messages(say, "measuring the parent model"))
-    task_name = state["task_name"]
     if online:
-        probes = np.asarray(state.get("probes") or [], dtype=int)  # random: none to measure
-        at = switch_step(settings.warmup_fraction, state["total_steps"])
-        child = _child(tracker, state, "warm-up")
-        try:
+        probes = np.asarray(state.probes, dtype=int)  # random: none to measure
+        at = switch_step(settings.warmup_fraction, state.total_steps)
+        with _child(tracker, state, "warm-up") as child:
             out = train_and_measure(
-                _spec(settings, state, probes, state["warmup_ids"], checkpoint_dir=state["ckpt_dir"],
+                _spec(settings, state, probes, state.warmup_ids, checkpoint_dir=state.ckpt_dir,
                       checkpoint_name="warmup", stop_at=at, checkpoint_every=_every(at)),
                 logger=_logger(tracker, child.run_id),
-                progress=step_messages(say, f"warm-up {task_name}", total=at))
+                progress=step_messages(say, f"warm-up {state.task_name}", total=at))
             log_training(child, out)
-            state["switch_step"] = at
+            state.switch_step = at
             if probes.size:
-                state["probe_delta"] = (out.nll_after - before[probes]).tolist()
+                state.probe_delta = (out.nll_after - before[probes]).tolist()
                 child.log_dict({"probe_ids": [upstream.ids[i] for i in probes],
-                                "probe_delta": state["probe_delta"], "at_step": at}, "replay/probes.json")
-                child.log_metrics({"probe_mean_delta": float(np.mean(state["probe_delta"]))})
-            tracker.finish(child.run_id)
-        except BaseException as e:
-            tracker.fail(child.run_id, e)
-            raise
+                                "probe_delta": state.probe_delta, "at_step": at}, "replay/probes.json")
+                child.log_metrics({"probe_mean_delta": float(np.mean(state.probe_delta))})
         if probes.size:
             say(f"probes measured after the warm-up ({at} steps): mean ΔNLL "
-                f"{np.mean(state['probe_delta']):+.4f}")
+                f"{np.mean(state.probe_delta):+.4f}")
         return state
-    measure = np.arange(upstream.n) if state["method"] == "oracle" else np.asarray(state["probes"])
-    child = _child(tracker, state, "plain-finetune")
-    try:
+    measure = np.arange(upstream.n) if state.method == "oracle" else np.asarray(state.probes)
+    with _child(tracker, state, "plain-finetune") as child:
         out = train_and_measure(
-            _spec(settings, state, measure, [], checkpoint_dir=state["ckpt_dir"],
-                  checkpoint_name="plain", checkpoint_every=_every(state["steps"])),
+            _spec(settings, state, measure, [], checkpoint_dir=state.ckpt_dir,
+                  checkpoint_name="plain", checkpoint_every=_every(state.steps)),
             logger=_logger(tracker, child.run_id),
-            progress=step_messages(say, f"plain fine-tune {task_name}"),
+            progress=step_messages(say, f"plain fine-tune {state.task_name}"),
             measure_progress=count_messages(say, f"measuring {len(measure)} examples"))
         log_training(child, out)
         row = make_row([upstream.ids[i] for i in measure], [upstream.sources[i] for i in measure],
                        before[measure], out.nll_after, heldout=upstream.heldout[measure])
         child.log_dataframe(row, "forgetting/row.parquet")
-        tracker.finish(child.run_id)
-    except BaseException as e:
-        tracker.fail(child.run_id, e)
-        raise
-    state["plain_child"] = child.run_id
+    state.plain_child = child.run_id
     return state
 
 
-def _plain_delta(tracker: Tracker, state: State, upstream: Upstream) -> np.ndarray:
+def _plain_delta(tracker: Tracker, state: ReleaseState, upstream: Upstream) -> np.ndarray:
     """ΔNLL of every upstream example after the plain fine-tune (NaN where not measured)."""
-    run_id = state.get("plain_run") or state["plain_child"]  # the one `begin`/`warmup` chose
+    run_id = state.plain_run or state.plain_child  # the one `begin`/`warmup` chose
+    assert run_id is not None, "predict needs the plain fine-tune of begin or warmup"
     df = tracker.load_row(run_id).set_index("example_id")
     return df["delta"].reindex(upstream.ids).to_numpy(np.float64)
 
 
-def predict(settings: Settings, state: State, say: Say = _quiet) -> State:
+def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
     """cpu: complete the row from the probes and sample the replay plan, p ∝ softmax(pred / T)."""
-    if state["method"] == "none":
-        state["plan_ids"], state["plan_weights"] = [], []
+    if state.method == "none":
+        state.plan_ids, state.plan_weights = [], []
         return state
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
     predicted = None
     online = _online(state)
-    if state["effective"] == "random" and online:  # a fresh draw for the rest of the steps
-        ids, weights = sample(np.zeros(upstream.n), state["budget"], upstream, settings, "uniform",
-                              state["seed"] + 1)
-    elif state["effective"] == "random":
-        ids, weights = state["warmup_ids"], state["warmup_weights"]
+    if state.effective == "random" and online:  # a fresh draw for the rest of the steps
+        ids, weights = sample(np.zeros(upstream.n), state.budget, upstream, settings, "uniform",
+                              state.seed + 1)
+    elif state.effective == "random":
+        ids, weights = state.warmup_ids, state.warmup_weights
     else:
-        if state["method"] == "oracle":
+        if state.method == "oracle":
             predicted = _plain_delta(tracker, state, upstream)
         else:
-            probes = np.asarray(state["probes"])
-            if not online:
-                state["probe_delta"] = _plain_delta(tracker, state, upstream)[probes].tolist()
-            comp, _, _ = completer(settings, tracker, upstream, state["effective"],
-                                   state["parent_version"], state["task_name"], rows=state.get("rows"))
-            emb = None
-            if state["effective"] == "semantic":
-                from training.world.embeddings import task_embedding
-
-                task = resolve_task(settings, state["task_ref"])
-                emb = task_embedding(task.train, settings.cache_dir / "embeddings")
-            predicted = np.asarray(comp.fold_in(probes, np.asarray(state["probe_delta"]),
-                                                task_embedding=emb), dtype=np.float64)
+            predicted = _complete(settings, tracker, state, upstream, online)
         # Online draws with seed + 1: the warm-up's uniform draw used the seed itself.
-        ids, weights = sample(predicted, state["budget"], upstream, settings, "softmax",
-                              state["seed"] + (1 if online else 0))
+        ids, weights = sample(predicted, state.budget, upstream, settings, "softmax",
+                              state.seed + (1 if online else 0))
         if online:
             say(f"replaying {len(ids)} predicted examples for the remaining steps")
-    state["plan_ids"], state["plan_weights"] = ids, weights
-    child = _child(tracker, state, "predict")
-    try:
-        _log_plan(child, state, upstream, ids, weights, predicted, online)
-        tracker.finish(child.run_id)
-    except BaseException as e:
-        tracker.fail(child.run_id, e)
-        raise
+    state.plan_ids, state.plan_weights = ids, weights
+    with _child(tracker, state, "predict") as child:
+        _log_plan(child, state, upstream, predicted, online)
     return state
 
 
-def _log_plan(child: RunHandle, state: State, upstream: Upstream, ids: list[str], weights: list[float],
+def _complete(settings: Settings, tracker: Tracker, state: ReleaseState, upstream: Upstream,
+              online: bool) -> np.ndarray:
+    """The predicted row: the probes' ΔNLL folded into the completion model begin chose."""
+    probes = np.asarray(state.probes)
+    if not online:
+        state.probe_delta = _plain_delta(tracker, state, upstream)[probes].tolist()
+    fit = completer(settings, tracker, upstream, state.effective, state.parent_version,
+                    state.task_name, rows=state.rows)
+    emb = None
+    if state.effective == "semantic":
+        from training.world.embeddings import task_embedding
+
+        task = resolve_task(settings, state.task_ref)
+        emb = task_embedding(task.train, settings.cache_dir / "embeddings")
+    assert fit.model is not None and state.probe_delta is not None
+    return np.asarray(fit.model.fold_in(probes, np.asarray(state.probe_delta), task_embedding=emb),
+                      dtype=np.float64)
+
+
+def _log_plan(child: RunHandle, state: ReleaseState, upstream: Upstream,
               predicted: np.ndarray | None, online: bool) -> None:
     import pandas as pd
 
-    child.set_tags({TAG + "method": state["effective"], TAG + "note": state["note"] or "-"})
-    child.log_dict({"method": state["effective"], "note": state["note"], "replay_ids": ids,
-                    "weights": weights, "warmup_replay_ids": state.get("warmup_ids") if online else None},
-                   "replay/plan.json")
+    child.set_tags({TAG + "method": state.effective, TAG + "note": state.note or "-"})
+    child.log_dict({"method": state.effective, "note": state.note, "replay_ids": state.plan_ids,
+                    "weights": state.plan_weights,
+                    "warmup_replay_ids": state.warmup_ids if online else None}, "replay/plan.json")
     if predicted is not None:
         child.log_dataframe(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
                                           "predicted": predicted, "heldout": upstream.heldout}),
                             "replay/predicted_row.parquet")
-    if state.get("probes") and state.get("probe_delta") is not None:
-        child.log_dict({"probe_ids": [upstream.ids[i] for i in state["probes"]],
-                        "probe_delta": state["probe_delta"]}, "replay/probes.json")
+    if state.probes and state.probe_delta is not None:
+        child.log_dict({"probe_ids": [upstream.ids[i] for i in state.probes],
+                        "probe_delta": state.probe_delta}, "replay/probes.json")
 
 
-def train(settings: Settings, state: State, say: Say = _quiet) -> State:
+def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
     """gpu: the release's fine-tune with its replay; measure and log its forgetting row."""
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
-    before = load_or_measure_nll(settings, state["model_key"], upstream, Path(state["model_dir"]),
+    before = load_or_measure_nll(settings, state.model_key, upstream, Path(state.model_dir),
                                  progress=count_messages(say, "measuring the parent model"))
-    online = _online(state)
     measure = np.flatnonzero(upstream.heldout)
-    if state.get("probes"):
-        measure = np.union1d(measure, np.asarray(state["probes"]))
-    if state["measure_all"]:
+    if state.probes:
+        measure = np.union1d(measure, np.asarray(state.probes))
+    if state.measure_all:
         measure = np.arange(upstream.n)
-    if online:  # resume the warm-up's checkpoint; the plan serves replay from the switch on
-        per_step = _examples_per_step(settings, state)
-        replay = state["warmup_ids"]
-        extra: dict[str, Any] = {
-            "switches": [(state["switch_step"] * per_step,
-                          list(zip(state["plan_ids"], state["plan_weights"], strict=True)))],
-            "checkpoint_fallback": str(Path(state["ckpt_dir"]) / "warmup.ckpt")}
-    else:
-        replay, extra = state["plan_ids"], {}
-    stage = "train" if state["method"] == "none" else "replay-train"
-    child = _child(tracker, state, stage)
-    try:
+    extra: dict[str, Any] = {}
+    replay = state.plan_ids
+    if _online(state):  # resume the warm-up's checkpoint; the plan serves replay from the switch on
+        assert state.switch_step is not None
+        cfg = finetune_config(settings, state.total_steps, state.seed)
+        per_step = cfg.examples_per_step * cfg.devices
+        replay = state.warmup_ids
+        extra = {"switches": [(state.switch_step * per_step,
+                               list(zip(state.plan_ids, state.plan_weights, strict=True)))],
+                 "checkpoint_fallback": str(Path(state.ckpt_dir) / "warmup.ckpt")}
+    stage = "train" if state.method == "none" else "replay-train"
+    with _child(tracker, state, stage) as child:
         out = train_and_measure(
-            _spec(settings, state, measure, replay, save_dir=state["save_dir"],
-                  checkpoint_dir=state["ckpt_dir"], checkpoint_every=_every(state["total_steps"]),
-                  **extra),
+            _spec(settings, state, measure, replay, save_dir=state.save_dir,
+                  checkpoint_dir=state.ckpt_dir, checkpoint_every=_every(state.total_steps), **extra),
             logger=_logger(tracker, child.run_id),
-            progress=step_messages(say, f"fine-tuning {state['task_name']}"),
+            progress=step_messages(say, f"fine-tuning {state.task_name}"),
             measure_progress=count_messages(say, f"measuring {len(measure)} examples"))
         log_training(child, out)
-        tracker.finish(child.run_id)
-    except BaseException as e:
-        tracker.fail(child.run_id, e)
-        raise
-    child = _child(tracker, state, "measure")
-    try:
+    with _child(tracker, state, "measure") as child:
         row = make_row([upstream.ids[i] for i in measure], [upstream.sources[i] for i in measure],
                        before[measure], out.nll_after, replayed=set(out.replayed_ids),
                        heldout=upstream.heldout[measure])
         metrics = log_row(child, row, upstream.texts,
-                          title=f"release: {state['task_name']} ({state['effective']})")
-        tracker.finish(child.run_id)
-    except BaseException as e:
-        tracker.fail(child.run_id, e)
-        raise
-    run = tracker.attach(state["run_id"])
+                          title=f"release: {state.task_name} ({state.effective})")
+    run = tracker.attach(state.run_id)
     run.log_dataframe(row, "forgetting/row.parquet")
     run.log_metrics({**metrics, "task_loss_before": out.test_before, "task_loss_after": out.test_after,
-                     "replay_budget": float(len(state["plan_ids"]))})
-    if state["register"]:
-        run.log_artifacts(Path(state["save_dir"]), "model")
-    state["outcome"] = {
-        "metrics": metrics, "task_loss_before": out.test_before, "task_loss_after": out.test_after,
-        "replayed": len(set(out.replayed_ids)),
-        "heldout_per_source": row[row["heldout"]].groupby("source")["delta"].mean().to_dict()}
+                     "replay_budget": float(len(state.plan_ids))})
+    if state.register:
+        run.log_artifacts(Path(state.save_dir), "model")
+    state.outcome = Outcome(
+        metrics=metrics, task_loss_before=out.test_before, task_loss_after=out.test_after,
+        replayed=len(set(out.replayed_ids)),
+        heldout_per_source=row[row["heldout"]].groupby("source")["delta"].mean().to_dict())
     return state
 
 
-def _examples_per_step(settings: Settings, state: State) -> int:
-    from service.pipeline.compute import finetune_config
-
-    cfg = finetune_config(settings, state["total_steps"], state["seed"])
-    return cfg.examples_per_step * cfg.devices
-
-
-def finish(settings: Settings, state: State, say: Say = _quiet) -> dict[str, Any]:
+def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[str, Any]:
     """cpu: the gate, the registry, the recorded result; ends the release run FINISHED."""
-    from service.release.request import evaluate_gate, random_baseline
-    from service.tracking.jobs import finished_result
-
     tracker = Tracker(settings)
-    done = finished_result(tracker, state["job_id"])
+    done = finished_result(tracker, state.job_id)
     if done is not None:  # a redelivered finish: the release is recorded; change nothing
         return done
-    registry = Registry(tracker)
-    run = tracker.attach(state["run_id"])
-    o = state["outcome"]
-    metrics = o["metrics"]
-    baseline = (random_baseline(tracker, state["task_digest"], state["parent_version"])
+    assert state.outcome is not None, "finish needs the train stage's outcome"
+    o = state.outcome
+    run = tracker.attach(state.run_id)
+    baseline = (random_baseline(tracker, state.task_digest, state.parent_version)
                 if settings.gate_max_relative_to_random > 0 else None)
-    gate = evaluate_gate(settings, metrics, o["task_loss_before"], o["task_loss_after"], baseline)
-    run.set_tags({TAG + "gate": "passed" if gate["passed"] else "failed",
-                  TAG + "gate_reasons": "; ".join(gate["reasons"]) or "ok"})
+    gate = evaluate_gate(settings, o.metrics, o.task_loss_before, o.task_loss_after, baseline)
+    run.set_tags({TAG + "gate": gate.verdict, TAG + "gate_reasons": "; ".join(gate.reasons) or "ok"})
     result: dict[str, Any] = {
-        "task": state["task_name"], "method": state["effective"], "requested_method": state["method"],
-        "mode": state["mode"], "parent_version": state["parent_version"],
-        "heldout_forgetting": metrics.get("heldout_forgetting_mean"),
-        "task_loss_before": o["task_loss_before"], "task_loss_after": o["task_loss_after"],
-        "replayed": o["replayed"], "budget": len(state["plan_ids"]), "gate": gate,
-        "note": state["note"], "per_source": {k.split(".", 1)[1]: v for k, v in metrics.items()
-                                              if k.startswith("forgetting_source.")},
-        "heldout_per_source": o["heldout_per_source"], "version": None, "champion": False,
-        "seconds": time.time() - state["started"]}
-    if state["register"]:
-        result.update(_register(registry, state, gate, say))
-    out = end_job(run, kind="release", job_id=state["job_id"], result=result)
+        "task": state.task_name, "method": state.effective, "requested_method": state.method,
+        "mode": state.mode, "parent_version": state.parent_version,
+        "heldout_forgetting": o.metrics.get("heldout_forgetting_mean"),
+        "task_loss_before": o.task_loss_before, "task_loss_after": o.task_loss_after,
+        "replayed": o.replayed, "budget": len(state.plan_ids), "gate": gate.to_dict(),
+        "note": state.note, "fallback": state.fallback,
+        "per_source": {k.split(".", 1)[1]: v for k, v in o.metrics.items()
+                       if k.startswith("forgetting_source.")},
+        "heldout_per_source": o.heldout_per_source, "version": None, "champion": False,
+        "seconds": time.time() - state.started}
+    if state.register:
+        result.update(_register(Registry(tracker), state, gate, say))
+    out = end_job(run, kind="release", job_id=state.job_id, result=result)
     # Recorded: the job's checkpoints and model directory are spent (a retry from here on returns
     # the result; before this point it resumes from them).
-    shutil.rmtree(state["save_dir"], ignore_errors=True)
-    shutil.rmtree(state["ckpt_dir"], ignore_errors=True)
+    shutil.rmtree(state.save_dir, ignore_errors=True)
+    shutil.rmtree(state.ckpt_dir, ignore_errors=True)
     return out
 
 
-def _register(registry: Registry, state: State, gate: dict[str, Any], say: Say) -> dict[str, Any]:
+def _register(registry: Registry, state: ReleaseState, gate: Gate, say: Say) -> dict[str, Any]:
     """Register the release's model @candidate; promote it @champion if it passed its gate and
     the champion is still its parent (a release from an older champion must not undo a newer one)."""
-    mine = [v for v in registry.versions(strict=True) if v.tags.get(TAG + "job_id") == state["job_id"]]
-    version = next((v for v in mine if v.run_id == state["run_id"]), None)  # a redelivered finish
+    mine = [v for v in registry.versions(strict=True) if v.tags.get(TAG + "job_id") == state.job_id]
+    version = next((v for v in mine if v.run_id == state.run_id), None)  # a redelivered finish
     if version is None:
-        version = registry.register(state["run_id"], "model", {
-            TAG + "parent_version": state["parent_version"], TAG + "task": state["task_name"],
-            TAG + "method": state["effective"], TAG + "gate": "passed" if gate["passed"] else "failed",
-            TAG + "digest": state["digest"], TAG + "job_id": state["job_id"]})
+        version = registry.register(state.run_id, "model", {
+            TAG + "parent_version": state.parent_version, TAG + "task": state.task_name,
+            TAG + "method": state.effective, TAG + "gate": gate.verdict,
+            TAG + "digest": state.digest, TAG + "job_id": state.job_id})
         for old in mine:  # left by an attempt that failed after registering: never the answer
             registry.client.set_model_version_tag(registry.name, str(old.version),
                                                   TAG + "superseded_by", str(version.version))
     out: dict[str, Any] = {"version": version.version, "champion": False}
-    why = "; ".join(gate["reasons"]) or "promotion not requested"
-    if gate["passed"] and state["promote"]:
+    why = "; ".join(gate.reasons) or "promotion not requested"
+    if gate.passed and state.promote:
         current = registry.by_alias(CHAMPION)
-        if current is None or current.version in (state["parent_version"], version.version):
+        if current is None or current.version in (state.parent_version, version.version):
             registry.set_alias(CHAMPION, version.version)
             out["champion"] = True
         else:
             why = (f"@champion moved to version {current.version} while this release ran from "
-                   f"{state['parent_version']}; release the task again from the new champion")
-            out["note"] = "; ".join(x for x in (state["note"], f"not promoted: {why}") if x)
+                   f"{state.parent_version}; release the task again from the new champion")
+            out["note"] = "; ".join(x for x in (state.note, f"not promoted: {why}") if x)
     say(f"registered version {version.version} @candidate"
         + (", promoted to @champion" if out["champion"] else f", not promoted ({why})"))
     return out

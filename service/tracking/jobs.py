@@ -92,9 +92,5 @@ def run_job(
     if done is not None:
         return done
     run = start_job(tracker, kind=kind, job_id=job_id, name=name, tags=tags)
-    try:
-        result = body(run)
-        return end_job(run, kind=kind, job_id=job_id, result=result)
-    except BaseException as e:
-        tracker.fail(run.run_id, e)
-        raise
+    with tracker.failing(run.run_id):
+        return end_job(run, kind=kind, job_id=job_id, result=body(run))

@@ -9,11 +9,20 @@ are used; when there are too few, rows measured on its ancestors are added and t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from forgetting.matrix import ForgettingMatrix, RowMeta
-from service.pipeline.inputs import Upstream
 from service.tracking.store import TAG, Tracker
+
+
+class Columns(Protocol):
+    """The upstream set's columns, as the matrix needs them (pipeline.inputs.Upstream is one)."""
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    @property
+    def digest(self) -> str: ...
 
 
 @dataclass
@@ -24,7 +33,7 @@ class AssembledMatrix:
 
 def assemble(
     tracker: Tracker,
-    upstream: Upstream,
+    upstream: Columns,
     *,
     base_version: int | None = None,
     min_rows: int = 1,

@@ -6,7 +6,7 @@ Stages are deprecated in MLflow; ftctl uses aliases only.
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from common.atomic import atomic_path
 from service.errors import ServiceError
 from service.tracking.store import Tracker
 
@@ -111,15 +112,16 @@ class Registry:
                 return path
         if cache.exists():
             return cache
-        tmp = cache.with_name(cache.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)  # a download interrupted before
-        try:
-            mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp))
-        except (MlflowException, OSError) as e:
-            raise ServiceError(
-                f"the model files of {self.name} version {version.version} cannot be read from "
-                f"{version.source} ({str(e).splitlines()[0][:200]}); restore the artifact store, or "
-                f"`ftctl release rollback` to a version whose files exist") from None
-        downloaded = tmp / Path(version.source).name
-        downloaded.rename(cache)
+        # Each process downloads into its own folder; the first to finish publishes the cache.
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".download-") as dl:
+            try:
+                mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=dl)
+            except (MlflowException, OSError) as e:
+                raise ServiceError(
+                    f"the model files of {self.name} version {version.version} cannot be read from "
+                    f"{version.source} ({str(e).splitlines()[0][:200]}); restore the artifact store, "
+                    f"or `ftctl release rollback` to a version whose files exist") from None
+            with atomic_path(cache, keep_existing=True) as tmp:
+                (Path(dl) / Path(version.source).name).rename(tmp)
         return cache

@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import urllib.error
 import urllib.request
@@ -32,6 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from common.atomic import atomic_path
 from service.errors import ServiceError
 from service.settings import Settings
 
@@ -151,14 +151,20 @@ class Tracker:
     ) -> Iterator[RunHandle]:
         """A run that ends FINISHED, or FAILED with the reason in tag ftctl.failure."""
         handle = self.start(name, tags=tags, parent_id=parent_id)
-        try:
+        with self.failing(handle.run_id):
             yield handle
+        # Lightning's MLFlowLogger may already have finished a child run; finishing twice is fine.
+        self.client.set_terminated(handle.run_id, "FINISHED")
+
+    @contextmanager
+    def failing(self, run_id: str) -> Iterator[None]:
+        """Whatever escapes the block ends run `run_id` FAILED with the reason (and re-raises);
+        a clean exit leaves it as it is (a release run spans several stages)."""
+        try:
+            yield
         except BaseException as e:
-            self.fail(handle.run_id, e)
+            self.fail(run_id, e)
             raise
-        else:
-            # Lightning's MLFlowLogger may already have finished a child run; finishing twice is fine.
-            self.client.set_terminated(handle.run_id, "FINISHED")
 
     def start(self, name: str, *, tags: Mapping[str, Any] | None = None,
               parent_id: str | None = None) -> RunHandle:
@@ -233,9 +239,8 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             local = self.client.download_artifacts(run_id, ROW_ARTIFACT, tmp)
             df = pd.read_parquet(local)
-        tmp_cache = cache.with_suffix(f".{os.getpid()}.tmp")
-        df.to_parquet(tmp_cache, index=False)
-        os.replace(tmp_cache, cache)
+        with atomic_path(cache) as tmp_cache:
+            df.to_parquet(tmp_cache, index=False)
         return df
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 import yaml
 
-from service.dist.app import DistConfig
+from service.dist.config import DistConfig
 from service.settings import Settings
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"

@@ -94,7 +94,8 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         res = jobs.wait(sharded["job_id"], timeout=600)
         assert res["task"] == "py_io" and res["shards"] == 3
         from service.pipeline.inputs import load_or_measure_nll, load_upstream
-        from service.pipeline.stats import collect_stats, model_key
+        from service.pipeline.stats import collect_stats
+        from service.tracking.lineage import model_key
         from service.tracking.registry import Registry
 
         s = c.settings()
@@ -103,7 +104,7 @@ def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
         up = load_upstream(s)
         assert row["example_id"].tolist() == up.ids and row["delta"].notna().all()
         champion = Registry(t).champion()
-        base = load_or_measure_nll(s, model_key(s, champion), up, Registry(t).local_dir(champion))
+        base = load_or_measure_nll(s, model_key(champion), up, Registry(t).local_dir(champion))
         assert abs(row["nll_before"].to_numpy() - base).max() < 1e-4  # the slices line up
         assert t.get_run(res["run_id"]).data.tags["ftctl.sharded"] == "true"
         assert collect_stats(s, ["py_io"])[0]["reused"] is True

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from service.dist.app import ROUTES, DistConfig, celery_config, make_app
-from service.dist.beat import Inbox, beat_schedule, parse_schedule
+from service.dist.app import make_app
+from service.dist.beat import beat_schedule, parse_schedule
+from service.dist.config import ROUTES, DistConfig, celery_config
+from service.dist.inbox import Inbox
 from service.dist.tasks import job_of, shard_bounds
 from service.errors import ServiceError
 from service.settings import load_settings
@@ -142,7 +144,7 @@ def test_worker_flags() -> None:
 
 
 def test_per_job_settings_travel_as_json_and_are_validated() -> None:
-    from service.dist.client import job_overrides
+    from service.dist.store import job_overrides
     from service.dist.tasks import job_settings
 
     s = settings(FTCTL_METHOD="knn", FTCTL_STEPS="7")
@@ -160,7 +162,8 @@ def test_per_job_settings_travel_as_json_and_are_validated() -> None:
 
 
 def test_progress_reads_stage_step_and_eta_from_pipeline_messages() -> None:
-    from service.dist.client import JobStore, describe
+    from service.dist.client import describe
+    from service.dist.store import JobStore
     from service.dist.tasks import JobCancelled, Progress
     from tests.infra.workers import require_redis, session_db
 

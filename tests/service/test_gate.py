@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.release.request import evaluate_gate
+from service.release.gate import evaluate_gate
 from service.settings import Settings
 
 M = {"heldout_forgetting_mean": 0.20}
@@ -10,21 +10,21 @@ M = {"heldout_forgetting_mean": 0.20}
 
 def test_absolute_budget_and_task_gain() -> None:
     s = Settings(gate_max_heldout_forgetting=0.25)
-    assert evaluate_gate(s, M, 5.0, 4.0)["passed"]
+    assert evaluate_gate(s, M, 5.0, 4.0).passed
     over = evaluate_gate(Settings(gate_max_heldout_forgetting=0.1), M, 5.0, 4.0)
-    assert not over["passed"] and "0.2000 > budget 0.1" in over["reasons"][0]
+    assert not over.passed and "0.2000 > budget 0.1" in over.reasons[0]
     no_gain = evaluate_gate(s, M, 4.0, 4.5)
-    assert not no_gain["passed"] and "task loss did not improve" in no_gain["reasons"][0]
-    assert evaluate_gate(Settings(gate_require_task_gain=False), M, 4.0, 4.5)["passed"]
+    assert not no_gain.passed and "task loss did not improve" in no_gain.reasons[0]
+    assert evaluate_gate(Settings(gate_require_task_gain=False), M, 4.0, 4.5).passed
     nan = evaluate_gate(s, {}, 5.0, 4.0)  # nothing measured is never a pass
-    assert not nan["passed"]
+    assert not nan.passed
 
 
 def test_relative_to_random_replay() -> None:
     s = Settings(gate_max_relative_to_random=1.0)
-    assert evaluate_gate(s, M, 5.0, 4.0, random_baseline=0.21)["passed"]
+    assert evaluate_gate(s, M, 5.0, 4.0, random_baseline=0.21).passed
     worse = evaluate_gate(s, M, 5.0, 4.0, random_baseline=0.19)
-    assert not worse["passed"] and "1 x random replay's 0.1900" in worse["reasons"][0]
+    assert not worse.passed and "1 x random replay's 0.1900" in worse.reasons[0]
     missing = evaluate_gate(s, M, 5.0, 4.0, random_baseline=None)
-    assert not missing["passed"] and "--method random" in missing["reasons"][0]
-    assert evaluate_gate(Settings(), M, 5.0, 4.0, random_baseline=None)["passed"]  # off by default
+    assert not missing.passed and "--method random" in missing.reasons[0]
+    assert evaluate_gate(Settings(), M, 5.0, 4.0, random_baseline=None).passed  # off by default

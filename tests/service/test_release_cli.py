@@ -113,12 +113,14 @@ def test_fits_are_cached_and_the_scheduled_refit_warms_the_cache(ws: Path) -> No
     assert out["rows"] == 3 and out["method"] == "mf"
     [new] = set(cache.glob("*.pkl")) - before
     up = load_upstream(s)
-    a, method, _ = completer(s, tracker(ws), up, "mf", 1)  # a new task: all rows known
-    assert method == "mf" and set(cache.glob("*.pkl")) - before == {new}  # served from the cache
+    a = completer(s, tracker(ws), up, "mf", 1)  # a new task: all rows known
+    assert a.method == "mf" and a.fallback is None
+    assert set(cache.glob("*.pkl")) - before == {new}  # served from the cache
     cols = np.arange(0, 200, 7)
-    b, _, _ = completer(s, tracker(ws), up, "mf", 1, task_name="translate_fra")  # its row left out
+    b = completer(s, tracker(ws), up, "mf", 1, task_name="translate_fra")  # its row left out
     assert len(set(cache.glob("*.pkl")) - before) == 2
-    assert not np.allclose(a.fold_in(cols, np.full(cols.size, 0.1)), b.fold_in(cols, np.full(cols.size, 0.1)))
+    assert not np.allclose(a.model.fold_in(cols, np.full(cols.size, 0.1)),
+                           b.model.fold_in(cols, np.full(cols.size, 0.1)))
 
 
 def test_release_new_task_registers_and_gates(ws: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.dist.app import DistConfig
+from service.dist.config import DistConfig
 from service.errors import ServiceError
 from service.settings import Settings, load_settings, save_settings
 
