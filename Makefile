@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export OPENBLAS_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-.PHONY: venv demo test test-slow lint bench services clean
+.PHONY: venv demo test test-fast test-slow lint bench services clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,14 @@ demo: venv
 test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The inner loop (~1 min on 2 cores): no Redis, PostgreSQL or MLflow server needed, so no
+# `services`. tests/conftest.py marks `integration` every test that uses one, and `heavy` the
+# end-to-end runs of minutes; both still run in `make test`. No `|| true`: pytest's exit 5
+# (nothing collected) fails the target like any failure.
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow and not integration and not heavy" -q
 
 test-slow: venv services
 	$(BIN)/python -m pytest -m slow -q
