@@ -2,8 +2,9 @@
 
 Usage::
 
-    python -m bench.service --json              # everything (~3-4 min on 2 cores)
-    python -m bench.service --skip-release      # without the tiny release (~1 min)
+    python -m bench.service --json              # everything (~25 min on 2 cores)
+    python -m bench.service --skip-recovery     # without the recovery runs (~3-4 min)
+    python -m bench.service --skip-release --skip-recovery   # ~1 min
 
 Needs Redis on 127.0.0.1:6379 (a private DB number and queue prefix are used). Figures, all
 measured in this run:
@@ -19,10 +20,13 @@ measured in this run:
   id (both pay their heavy imports once, inside the timed job; the remote one finds the parent's
   NLL cached by the in-process one — under a second on the tiny world);
 * logging a forgetting row as one parquet artifact vs one `log_metric` call per example, both
-  timed at 2,000 examples in the same store, and the artifact alone at 1,000,000 examples.
+  timed at 2,000 examples in the same store, and the artifact alone at 1,000,000 examples;
+* recovery with the default liveness settings (bench/recovery.py): seconds from a SIGKILLed gpu
+  worker to its job training again on a new worker, and from a Redis restart (3 s down) to the
+  job reporting progress again — p50 and max over `--kills` of each (default 5).
 
 Goals (issue 6): < 1 s overhead per stage; the row artifact >= 100x faster than per-metric
-logging and < 5 s.
+logging and < 5 s. Issue 14: both recoveries under 3 minutes, every job finished exactly once.
 """
 
 from __future__ import annotations
@@ -48,15 +52,16 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 class Deployment:
     """A workspace + real worker processes on a private Redis DB / queue prefix."""
 
-    def __init__(self, tmp: Path, db: int) -> None:
+    def __init__(self, tmp: Path, db: int, broker_url: str = "", **env: str) -> None:
         self.tmp = tmp
         self.prefix = f"bench{uuid.uuid4().hex[:6]}-"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FTCTL_")} | {
-            "FTCTL_WORKSPACE": str(tmp / "ws"), "FTCTL_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
+            "FTCTL_WORKSPACE": str(tmp / "ws"),
+            "FTCTL_BROKER_URL": broker_url or f"redis://127.0.0.1:6379/{db}",
             "FTCTL_QUEUE_PREFIX": self.prefix, "FTCTL_WORLD": "tiny", "FTCTL_SCHEDULE_INBOX": "off",
             "FTCTL_SCHEDULE_STATS": "off", "FTCTL_SCHEDULE_REFIT": "off", "PYTHONPATH": str(ROOT),
             "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GIT_PYTHON_REFRESH": "quiet"}
+            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GIT_PYTHON_REFRESH": "quiet"} | env
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def ftctl(self, *args: str) -> list[str]:
@@ -64,7 +69,7 @@ class Deployment:
                 "import sys; (standalone() if sys.argv[1] in ('worker','scheduler','jobs','inbox') "
                 "else app)()", *args]
 
-    def start_worker(self, queue: str) -> None:
+    def start_worker(self, queue: str) -> subprocess.Popen[bytes]:
         log = self.tmp / f"{queue}-{len(self.procs)}.log"
         extra = ["--gpu", "0"] if queue == "gpu" else ["--concurrency", "1"]
         proc = subprocess.Popen(self.ftctl("worker", "--queue", queue, *extra), env=self.env,
@@ -75,6 +80,22 @@ class Deployment:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)
+        return proc
+
+    def settings(self) -> Any:
+        from service.settings import load_settings
+
+        return load_settings(env=self.env)
+
+    def init_line(self) -> None:
+        """`ftctl init --world tiny --model DIR` with a 2-layer model built from a config."""
+        model = self.tmp / "model"
+        if not model.exists():
+            subprocess.run([sys.executable, "-c", BUILD_MODEL, str(model)], env=self.env, check=True)
+        run = subprocess.run(self.ftctl("init", "--world", "tiny", "--model", str(model), "--json"),
+                             env=self.env, capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(f"ftctl init failed: {run.stderr[-2000:]}")
 
     def jobs(self) -> Any:
         from service.dist.app import make_app
@@ -95,6 +116,25 @@ class Deployment:
         keys = list(r.scan_iter(f"*{self.prefix}*", count=1000))
         if keys:
             r.delete(*keys)
+
+
+def recovery(tmp: Path, kills: int, steps: int) -> dict[str, Any]:
+    """Worker kills and Redis restarts with the default liveness settings (bench/recovery.py)."""
+    from bench.recovery import redis_restarts, worker_kills
+
+    dep = Deployment(tmp / "kills", db=8 + (os.getpid() + 1) % 8, FTCTL_STEPS=str(steps))
+    dep.tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        dep.init_line()
+        dep.start_worker("cpu")
+        kill = worker_kills(dep, kills, steps)
+    finally:
+        dep.close()
+    (tmp / "restarts").mkdir(parents=True, exist_ok=True)
+    restart = redis_restarts(lambda url: Deployment(tmp / "restarts", db=0, broker_url=url,
+                                                    FTCTL_STEPS=str(steps)), tmp / "restarts",
+                             kills, steps)
+    return {"worker_kill": kill, "redis_restart": restart}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -133,12 +173,7 @@ def dispatch(dep: Deployment, n: int) -> dict[str, Any]:
 
 
 def release(dep: Deployment, steps: int) -> dict[str, Any]:
-    model = dep.tmp / "model"
-    subprocess.run([sys.executable, "-c", BUILD_MODEL, str(model)], env=dep.env, check=True)
-    run = subprocess.run(dep.ftctl("init", "--world", "tiny", "--model", str(model), "--json"),
-                         env=dep.env, capture_output=True, text=True)
-    if run.returncode:
-        raise SystemExit(f"ftctl init failed: {run.stderr[-2000:]}")
+    dep.init_line()
     # In-process: a fresh process that has imported what a worker imports at start, timing the
     # first release call (each side pays its heavy imports once, inside the timed job).
     local = subprocess.run([sys.executable, "-c", IN_PROCESS, str(steps)], env=dep.env,
@@ -232,6 +267,11 @@ def main() -> None:
     ap.add_argument("--skip-release", action="store_true", help="skip the tiny release comparison")
     ap.add_argument("--n", type=int, default=20, help="dispatch samples")
     ap.add_argument("--steps", type=int, default=5, help="fine-tuning steps of the tiny release")
+    ap.add_argument("--skip-recovery", action="store_true",
+                    help="skip the worker-kill and Redis-restart recovery runs (~20 min)")
+    ap.add_argument("--kills", type=int, default=5, help="worker kills and Redis restarts each")
+    ap.add_argument("--recovery-steps", type=int, default=600,
+                    help="fine-tuning steps of each statistics job killed (~1 min on 2 cores)")
     args = ap.parse_args()
     out: dict[str, Any] = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as d:
@@ -250,9 +290,16 @@ def main() -> None:
                 out["release"] = release(dep, args.steps)
         finally:
             dep.close()
+        if not args.skip_recovery:
+            out["recovery"] = recovery(tmp, args.kills, args.recovery_steps)
     d, lg = out["dispatch"], out["logging"]
     out["goals"] = {"stage_overhead_lt_1s": d["submit_to_start_s"]["p95"] < 1.0,
                     "row_artifact_ge_100x": lg["speedup"] >= 100, "row_artifact_lt_5s": lg["artifact_s"] < 5}
+    if "recovery" in out:
+        rec = out["recovery"]
+        out["goals"] |= {"worker_kill_recovery_lt_3min": rec["worker_kill"]["recovery_s"]["max"] < 180,
+                         "redis_restart_recovery_lt_3min": rec["redis_restart"]["recovery_s"]["max"] < 180,
+                         "redis_restart_exactly_once": all(rec["redis_restart"]["finished_exactly_once"])}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -265,6 +312,10 @@ def main() -> None:
         r = out["release"]
         print(f"tiny release: in-process {r['in_process_s']:.1f} s, remote {r['remote_s']:.1f} s, "
               f"overhead {r['overhead_s']:+.1f} s")
+    if "recovery" in out:
+        for name, r in out["recovery"].items():
+            print(f"recovery after a {name.replace('_', ' ')} (n={r['recovery_s']['n']}): "
+                  f"p50 {r['recovery_s']['p50']:.0f} s, max {r['recovery_s']['max']:.0f} s")
     print(f"{lg['compared_at_examples']:,}-example row: artifact {lg['artifact_small_s']:.3f} s vs "
           f"per-example log_metric {lg['per_metric_s']:.1f} s: {lg['speedup']:.0f}x; "
           f"{lg['examples']:,}-example row as an artifact: {lg['artifact_s']:.2f} s")

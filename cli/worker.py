@@ -178,7 +178,12 @@ def submit_release(s: Any, req: Any, wait: bool, as_json: bool) -> None:
     from service.dist.client import RemoteJobs
 
     jobs = RemoteJobs(s)
-    follow(jobs, jobs.submit_release(req), wait, as_json)
+    job = jobs.submit_release(req)
+    parent = (job.get("args") or {}).get("request", {}).get("parent_version")
+    if parent and not as_json:  # releases queued together all start from this version
+        say(f"parent pinned: version {parent} (the @champion now); a release submitted before this "
+            "one ends does not become its parent — use the inbox to release one after another")
+    follow(jobs, job, wait, as_json)
 
 
 @inbox_app.command("add")

@@ -26,20 +26,21 @@ from cli.output import DebugOpt, JsonOpt, emit, handle_errors, say, table
 app = typer.Typer(help="The embedded worlds: real offline corpora, tasks and base models.",
                   no_args_is_help=True)
 
-WorldOpt = Annotated[str, typer.Option(help="World: default, study, tiny or smollm2.")]
+WorldOpt = Annotated[str | None, typer.Option(help="World: default, study, tiny or smollm2; default: the workspace's (`ftctl init --world`).")]
 
 
 @app.command("list")
 @handle_errors
 def list_world(
-    world: WorldOpt = "default",
+    world: WorldOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """List the world's upstream sources (chunks each) and its tasks (family, sizes)."""
+    from cli.common import settings
     from service.pipeline.world import world_summary
 
-    emit(world_summary(world), as_json, _show)
+    emit(world_summary(world or settings().world), as_json, _show)
 
 
 def _show(d: dict[str, Any]) -> None:
@@ -52,7 +53,7 @@ def _show(d: dict[str, Any]) -> None:
 @app.command("show-base")
 @handle_errors
 def show_base(
-    world: WorldOpt = "default",
+    world: WorldOpt = None,
     build_missing: Annotated[bool, typer.Option("--build", help="Pre-train the base first if the workspace has none (minutes).")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -61,7 +62,8 @@ def show_base(
     from cli.common import settings
     from service.pipeline.world import base_report
 
-    emit(base_report(settings(), world, build_missing=build_missing, say=say), as_json, _show_base)
+    s = settings()
+    emit(base_report(s, world or s.world, build_missing=build_missing, say=say), as_json, _show_base)
 
 
 def _show_base(d: dict[str, Any]) -> None:

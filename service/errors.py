@@ -8,3 +8,8 @@ class ServiceError(RuntimeError):
 
     The CLI prints ``str(err)`` as one line and exits 1; no traceback unless ``--debug``.
     """
+
+
+class JobStopped(ServiceError):
+    """The job was stopped from outside its work (cancelled, out of time, handed to another
+    delivery): it ends here, whatever loop it is in — never caught as one task's failure."""

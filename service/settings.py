@@ -14,6 +14,7 @@ case). FTCTL_CONFIG points at a TOML file; otherwise <workspace>/ftctl.toml is r
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -83,10 +84,18 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
+        # NaN passes every comparison below by failing it, and inf is no budget: refuse both first.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ServiceError(f"{f.name} must be a finite number, got {value}")
         if self.method not in RELEASE_METHODS:
             raise ServiceError(f"unknown method {self.method!r}; choose {method_help()}")
         if not 0 < self.replay_ratio <= 1:
             raise ServiceError(f"replay_ratio must be in (0, 1], got {self.replay_ratio}; e.g. 0.03125")
+        if self.gate_max_heldout_forgetting <= 0:
+            raise ServiceError(f"gate_max_heldout_forgetting must be > 0 nats, got "
+                               f"{self.gate_max_heldout_forgetting}; the default is 0.5")
         if self.temperature <= 0:
             raise ServiceError(f"temperature must be > 0, got {self.temperature}; the study uses 0.1")
         if self.k < 1:

@@ -209,7 +209,8 @@ def rows_to_examples(
     out = []
     for where, row in rows[: cfg.max_rows]:
         if fmt == "instruction":
-            hint = "set prompt_field/response_field to the column names, or fix the row"
+            hint = ("name the columns prompt/response (from Python: TaskDataConfig.prompt_field/"
+                    "response_field), or fix the row")
             prompt = row_field(row, cfg.prompt_field, where, hint)
             response = row_field(row, cfg.response_field, where, hint)
             if not prompt.strip():

@@ -44,6 +44,7 @@ from training.errors import TrainingError
 from training.nll import evaluate_loss
 from training.probe import OnlineProbe, ProbeSpec
 
+log = logging.getLogger("ftctl.training")
 __all__ = ["CheckpointSpec", "FinetuneResult", "ProbeSpec", "ReplaySpec", "evaluate_loss", "finetune"]
 
 StepProgress = Callable[[int, int, dict[str, float]], None]  # (step, total, last history entry)
@@ -78,6 +79,7 @@ class FinetuneResult:
     history: list[dict[str, float]]
     probe_after: np.ndarray | None = None
     probe_step: int | None = None
+    resumed_from: int = 0  # optimizer steps a checkpoint had already done (0: trained from scratch)
 
 
 class _Progress(L.Callback):
@@ -220,6 +222,8 @@ def finetune(
             list(replay.schedule) if replay else [], list(replay.switches) if replay else [],
             config.examples_per_step * config.devices)
         done, resume_from = resume_point(checkpoint, signature)
+        if resume_from:
+            log.info("resuming %s at step %d of %d", resume_from, done, config.steps)
         cbs.append(Checkpointing(checkpoint, mixture, config.steps, signature))
     with _quiet_threads(config.num_threads):
         trainer = _trainer(config, model, cbs, logger)
@@ -249,6 +253,7 @@ def finetune(
         history=list(module.history),
         probe_after=probe_cb.nll_after if probe_cb else None,
         probe_step=probe_cb.at_step if probe_cb else None,
+        resumed_from=done,
     )
 
 

@@ -166,8 +166,9 @@ def detect_format(row: Any, cfg: Any, where: str) -> str:
         return "text"
     raise TrainingError(
         f"{where}: cannot tell the format: no ({cfg.prompt_field!r}, {cfg.response_field!r}) "
-        f"pair and no {cfg.text_field!r} field (fields: {sorted(keys)}). Fix: set prompt_field/"
-        "response_field or text_field to the column names (CLI: --prompt-field ...)."
+        f"pair and no {cfg.text_field!r} field (fields: {sorted(keys)}). Fix: name the columns "
+        "prompt and response (instruction data) or text (plain text) — `ftctl` reads those names; "
+        "from Python, set TaskDataConfig.prompt_field/response_field/text_field."
     )
 
 

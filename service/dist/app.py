@@ -50,7 +50,7 @@ def run_scheduler(settings: Settings, loglevel: str = "INFO",
     if not store.acquire(SCHEDULER_LOCK, owner, 3 * period):
         raise ServiceError(f"another scheduler is running ({store.lock_owner(SCHEDULER_LOCK)}); run "
                            "exactly one — stop it first, or wait a minute if it died")
-    heartbeat = Heartbeat(store, SCHEDULER_LOCK, owner, period)
+    heartbeat = Heartbeat(store, SCHEDULER_LOCK, owner, period, record=False)
     heartbeat.start()
     schedule_file = settings.workspace.resolve() / f"celerybeat-schedule-{app.ftctl_dist.queue_prefix or 'main'}"
     settings.workspace.mkdir(parents=True, exist_ok=True)

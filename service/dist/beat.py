@@ -152,9 +152,9 @@ def refit(task: Any) -> dict[str, Any]:
 
     from service.pipeline.completion import completer
     from service.pipeline.inputs import load_upstream
+    from service.pipeline.predict import make_method
     from service.tracking.jobs import job_id_for, run_job
     from service.tracking.matrix import assemble
-    from service.pipeline.predict import make_method
     from service.tracking.registry import Registry
     from service.tracking.store import TAG, RunHandle, Tracker
 

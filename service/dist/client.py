@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -28,21 +27,6 @@ from typing import Any
 from service.dist.store import STALE, TERMINAL, JobStore, job_overrides, submission_of
 from service.errors import ServiceError
 from service.settings import Settings
-
-
-def content_digest(ref: str) -> str:
-    """What a task reference stands for: the file's bytes (or a folder's files), else the name."""
-    p = Path(ref)
-    h = hashlib.sha256()
-    if p.is_file():
-        h.update(p.read_bytes())
-    elif p.is_dir():
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            h.update(str(f.relative_to(p)).encode())
-            h.update(f.read_bytes())
-    else:
-        h.update(ref.encode())
-    return h.hexdigest()[:16]
 
 
 class RemoteJobs:
@@ -60,6 +44,11 @@ class RemoteJobs:
         """Create the job record and send the job's canvas, unless the job already exists."""
         record = self.store.get(job_id)
         if record is not None and not resubmit:
+            if (record.get("kind"), _asked(record.get("args"))) != (kind, _asked(args)):
+                raise ServiceError(
+                    f"job id {job_id!r} already names a {record.get('kind')} job with arguments "
+                    f"{_brief(record.get('args'))}; this submission is a {kind} job with "
+                    f"{_brief(args)}. Fix: give another --job-id, or none (it is derived)")
             return {**record, "submitted": False}
         n = int(record.get("submissions", 0)) + 1 if record else 1
         # A fresh Celery task id per submission: revoked ids are remembered by the workers, and
@@ -84,38 +73,33 @@ class RemoteJobs:
                                f"({e}); check the broker, then `ftctl jobs retry {job_id}`") from None
         return {**fields, "submitted": True}
 
-    def submit_release(self, req: Any, job_id: str = "") -> dict[str, Any]:
-        """Queue a release; the job id pins the parent (current @champion) and the task data."""
-        from service.tracking.registry import Registry
-        from service.tracking.store import Tracker
+    def submit_release(self, req: Any) -> dict[str, Any]:
+        """Queue a release under its one job id (derived as in-process, unless the user gave one):
+        the Redis record, the MLflow runs and the registry's lineage all carry it. The parent is
+        pinned now: the current @champion unless the request names a version."""
+        from service.pipeline.inputs import job_context, resolve_task
+        from service.release.request import release_job_id
 
-        parent = req.parent_version or Registry(Tracker(self.settings)).champion().version
-        request = {**dataclasses.asdict(req), "parent_version": parent}
-        overrides = job_overrides(self.settings)
-        if not job_id:
-            from service.tracking.jobs import job_id_for
-
-            job_id = req.job_id or job_id_for(
-                "release", request={k: v for k, v in request.items() if k not in ("job_id", "name")},
-                data=content_digest(req.task), overrides=overrides, line=self.settings.model_line)
-        # The worker derives the release's MLflow job id exactly as an in-process run does (unless
-        # the user gave one), so the same release is one job either way; `job_id` here names the
-        # submission's record in Redis.
-        request["job_id"] = req.job_id
-        return self._send(job_id, "release", {"request": request, "overrides": overrides})
+        ctx = job_context(self.settings, req.parent_version)
+        task = resolve_task(self.settings, req.task)
+        job_id = req.job_id or release_job_id(self.settings, req, ctx, task)
+        request = {**dataclasses.asdict(req), "parent_version": ctx.parent.version, "job_id": job_id}
+        return self._send(job_id, "release", {"request": request,
+                                              "overrides": job_overrides(self.settings)})
 
     def submit_stats(self, task_ref: str, shards: int = 1) -> dict[str, Any]:
-        """A statistics job; with shards > 1 its measurement is split across the gpu workers."""
-        from service.tracking.jobs import job_id_for
+        """A statistics job on the current @champion (the in-process job id: one job however it
+        runs); with shards > 1 its measurement is split across the gpu workers."""
+        from service.pipeline.inputs import job_context, resolve_task
+        from service.pipeline.stats import stats_job_id
 
         if shards < 1:
             raise ServiceError(f"shards must be >= 1, got {shards}")
-        overrides = job_overrides(self.settings)
-        job_id = job_id_for("stats-remote", task=task_ref, data=content_digest(task_ref),
-                            overrides=overrides, line=self.settings.model_line,
-                            champion=self._champion_version())
-        return self._send(job_id, "stats", {"task_ref": task_ref, "overrides": overrides,
-                                            "shards": shards})
+        ctx = job_context(self.settings)
+        task = resolve_task(self.settings, task_ref)
+        job_id = stats_job_id(self.settings, task, ctx.parent.version, ctx.upstream.digest)
+        return self._send(job_id, "stats", {"task_ref": task_ref, "shards": shards,
+                                            "overrides": job_overrides(self.settings)})
 
     def submit_measure(self, version: int = 0, shards: int = 2) -> dict[str, Any]:
         """Sharded NLL measurement of a version on the whole upstream set (merged into one row)."""
@@ -167,7 +151,26 @@ class RemoteJobs:
             out["progress"] = info
         elif isinstance(record.get("progress"), dict):  # a chain: its earlier stage reported
             out["progress"] = record["progress"]
+        if state in ("STARTED", "PROGRESS", "RETRY"):
+            lost = self._lost(record)
+            if lost:
+                out["state"], out["message"] = "LOST", lost
+                out["progress"] = {k: v for k, v in (out.get("progress") or {}).items() if k != "eta"}
         return out
+
+    def _lost(self, record: dict[str, Any]) -> str | None:
+        """Why a running job's worker is gone (its heartbeat stopped), or None while it beats."""
+        beat, dist = record.get("beat"), self.app.ftctl_dist
+        if not isinstance(beat, int | float):
+            return None  # between two stages, or queued: nothing runs it, nothing has to beat
+        silent = time.time() - beat
+        if silent <= 3 * dist.heartbeat_seconds:
+            return None
+        step = (record.get("progress") or {}).get("step")
+        at = f" at step {step}" if step else ""
+        back = max(0.0, dist.visibility + dist.heartbeat_seconds - silent)
+        return (f"worker lost{at} (no heartbeat for {silent:.0f} s); the job is requeued from its "
+                f"checkpoint within ~{back:.0f} s, or now with `ftctl jobs retry {record['job_id']}`")
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         out = []
@@ -216,11 +219,12 @@ class RemoteJobs:
         return {**self.show(job_id), "cancelled": True}
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        """Resubmit a failed or cancelled job with the same arguments (same job id)."""
+        """Resubmit a failed, cancelled or lost job with the same arguments (same job id); copies
+        of the earlier submission are dropped when they arrive."""
         j = self.show(job_id)
-        if j["state"] not in ("FAILURE", "CANCELLED", "REVOKED"):
-            raise ServiceError(f"job {job_id} is {j['state']}; only failed or cancelled jobs can be "
-                               "retried (a finished job id returns its recorded result)")
+        if j["state"] not in ("FAILURE", "CANCELLED", "REVOKED", "LOST"):
+            raise ServiceError(f"job {job_id} is {j['state']}; only failed, cancelled or lost jobs "
+                               "can be retried (a finished job id returns its recorded result)")
         holder = self.store.lock_owner(job_id)
         if holder:
             raise ServiceError(f"job {job_id} still runs on {holder} (it stops at its next progress "
@@ -302,6 +306,23 @@ class _Signatures:
                 return app.signature(name, args=args, immutable=True)
 
         return Named
+
+
+def _asked(args: Any) -> Any:
+    """A job's arguments as the user asked for them: a release's parent pinned at submission
+    (where @champion was) is not part of the request, like in-process (check_job_inputs)."""
+    if not isinstance(args, dict) or not isinstance(args.get("request"), dict):
+        return args
+    request = {k: v for k, v in args["request"].items() if k not in ("parent_version", "job_id")}
+    return {**args, "request": request}
+
+
+def _brief(args: Any) -> str:
+    """A job's arguments for an error message (the request or task, without the overrides)."""
+    if not isinstance(args, dict):
+        return repr(args)
+    shown = args.get("request") or {k: v for k, v in args.items() if k != "overrides"}
+    return json.dumps(shown, sort_keys=True, default=str)[:300]
 
 
 def describe(j: dict[str, Any]) -> str:

@@ -8,8 +8,11 @@ Why these Celery settings (see docs/operations.md):
 - acks_late + reject_on_worker_lost: a worker killed mid-job (OOM, preemption) does not lose it;
   the message is redelivered. That makes redelivery *normal*, so every task is idempotent by job
   id (MLflow lookup) and holds a heartbeat lock so that two copies never train at once.
-- visibility_timeout > the longest job: Redis redelivers an unacked message after this long even
-  if its worker is alive (celery#5935); the lock makes such a copy wait instead of re-training.
+- liveness, not timeouts: while a job runs, its heartbeat renews the job's lock and refreshes its
+  message in the broker's unacked index, so Redis never redelivers a live job; when the worker
+  dies (SIGKILL, OOM, preemption) the heartbeat stops and the message is restored after the short
+  `visibility_timeout` (default 6 heartbeats = 60 s), resuming the job from its checkpoint. The
+  lock still makes any copy of a live job wait instead of training twice.
 - prefetch multiplier 1: a GPU worker never hoards a second multi-hour job.
 - worker_cancel_long_running_tasks_on_connection_loss: after a broker reconnect the message is
   redelivered anyway, so the running copy is cancelled rather than duplicated (celery PR #6654).
@@ -53,13 +56,15 @@ class DistConfig:
     hard_limit_margin: int = 900
     """Hard limit = max_job_seconds + this: a job still running then (stuck) ends its worker."""
     visibility_timeout: int = 0
-    """Redis redelivery timeout of unacked messages; 0 = 2 × max_job_seconds."""
+    """Seconds without a heartbeat after which Redis redelivers a job's message (its worker is
+    gone); 0 = 6 × heartbeat_seconds. Must be >= 4 heartbeats: live jobs refresh it each beat."""
     max_retries: int = 3
     """Retries of a job after a transient error (broker/tracking store unreachable)."""
     max_attempts: int = 3
     """Poison-job cap: deliveries of one job (worker deaths included) before it is failed for good."""
-    heartbeat_seconds: int = 30
-    """Lock renewal period; a lock not renewed for 3 periods belongs to a dead worker."""
+    heartbeat_seconds: int = 10
+    """Heartbeat period of a running job (its lock and its message); a lock not renewed for 3
+    periods belongs to a dead worker."""
     inbox: str = ""
     """Inbox folder for task datasets; empty = <workspace>/inbox."""
     schedule_inbox: str = "*/5 * * * *"
@@ -88,6 +93,11 @@ class DistConfig:
             except ValueError:
                 raise ServiceError(f"FTCTL_{f.name.upper()} must be an integer, got {raw!r}") from None
         cfg = cls(**values)
+        if cfg.visibility_timeout and cfg.visibility_timeout < 4 * cfg.heartbeat_seconds:
+            raise ServiceError(
+                f"FTCTL_VISIBILITY_TIMEOUT={cfg.visibility_timeout} is shorter than 4 heartbeats "
+                f"({4 * cfg.heartbeat_seconds} s): Redis would redeliver jobs that are still alive. "
+                "Raise it, or lower FTCTL_HEARTBEAT_SECONDS")
         if cfg.max_attempts < 1 or cfg.max_retries < 0 or cfg.heartbeat_seconds < 1:
             raise ServiceError("max_attempts must be >= 1, max_retries >= 0 and heartbeat_seconds "
                                ">= 1; fix the FTCTL_* variables")
@@ -95,7 +105,7 @@ class DistConfig:
 
     @property
     def visibility(self) -> int:
-        return self.visibility_timeout or 2 * self.max_job_seconds
+        return self.visibility_timeout or 6 * self.heartbeat_seconds
 
     def queue(self, name: str) -> str:
         return self.queue_prefix + name
@@ -143,8 +153,16 @@ def celery_config(settings: Settings, dist: DistConfig) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": dist.visibility},
+        # Every idle worker sweeps the unacked index once per heartbeat (kombu's default is every
+        # 10 s x 10 calls): a dead worker's job is back in its queue within a beat of the timeout.
+        "broker_transport_options": {"visibility_timeout": dist.visibility,
+                                     "unacked_restore_interval": dist.heartbeat_seconds,
+                                     "unacked_restore_throttle": 1},
         "result_backend_transport_options": {"visibility_timeout": dist.visibility},
+        # A stage that ends while the broker restarts still hands on its chain: keep publishing
+        # for ~5 minutes instead of Celery's default of three tries within a second.
+        "task_publish_retry_policy": {"max_retries": 40, "interval_start": 0.5,
+                                      "interval_step": 2, "interval_max": 10},
         "task_soft_time_limit": dist.max_job_seconds,
         "task_time_limit": dist.max_job_seconds + dist.hard_limit_margin,
         "task_track_started": True,

@@ -38,16 +38,24 @@ class JobStore:
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
     _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, broker_url: str = "",
+                 unacked_index: str = "unacked_index") -> None:
         import redis
 
         self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30,
                                       health_check_interval=30, retry_on_timeout=True)
         self.p = prefix
+        # The broker's index of delivered, unacked messages (kombu's Redis transport): a running
+        # job keeps its message's entry fresh, so Redis redelivers only the jobs of dead workers.
+        self.broker = self.r if not broker_url or broker_url == url else redis.Redis.from_url(
+            broker_url, decode_responses=True, socket_timeout=30, retry_on_timeout=True)
+        self.unacked_index = unacked_index
 
     @classmethod
     def for_app(cls, app: Any) -> JobStore:
-        return cls(app.conf.result_backend, app.ftctl_dist.key_prefix)
+        opts = app.conf.broker_transport_options or {}
+        index = opts.get("global_keyprefix", "") + opts.get("unacked_index_key", "unacked_index")
+        return cls(app.conf.result_backend, app.ftctl_dist.key_prefix, app.conf.broker_url, index)
 
     def key(self, kind: str, job_id: str = "") -> str:
         return f"{self.p}{kind}:{job_id}" if job_id else f"{self.p}{kind}"
@@ -85,6 +93,10 @@ class JobStore:
     def lock_owner(self, job_id: str) -> str | None:
         return self.r.get(self.key("lock", job_id))
 
+    def keep_delivery(self, delivery_tag: str) -> None:
+        """Mark a delivered message as alive now (its visibility timeout starts again)."""
+        self.broker.zadd(self.unacked_index, {delivery_tag: time.time()}, xx=True)
+
     def start_attempt(self, job_id: str) -> int:
         """Count a delivery that started; reset by `end_attempt` when the task exits cleanly, so
         the count is the number of consecutive deliveries whose worker died."""
@@ -104,6 +116,15 @@ class JobStore:
     def stage_output(self, job_id: str, task_id: str | None) -> Any:
         raw = self.r.hget(self.key("done", job_id), task_id) if task_id else None
         return None if raw is None else _dec(raw)
+
+    def mark_stage_chained(self, job_id: str, task_id: str) -> None:
+        """The chain went on from this stage (Celery sent the next stage): a later copy of it
+        is dropped rather than sending the next stage again."""
+        self.r.hset(self.key("chained", job_id), task_id, "1")
+        self.r.expire(self.key("chained", job_id), 30 * 24 * 3600)
+
+    def stage_chained(self, job_id: str, task_id: str | None) -> bool:
+        return bool(task_id) and bool(self.r.hexists(self.key("chained", job_id), task_id))
 
     # Cancel and stop flags belong to one submission (a Celery task id carries its number), so
     # the stages of an old submission stay cancelled when `ftctl jobs retry` submits a new one.

@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from service.errors import ServiceError
+from service.dist.config import ROUTES
 from service.dist.guard import (
     TRANSIENT,
     JobCancelled,
+    JobLost,
     JobTimeout,
     PoisonJob,
     Progress,
     guarded,
     job_settings,
     log,
+    patiently,
 )
-from service.dist.config import ROUTES
 from service.dist.store import JobStore, job_of, submission_of
+from service.errors import ServiceError
 from service.pipeline import shards as sharded
 from service.pipeline.shards import shard_bounds
 from service.release.state import Finished, ReleaseState, decode
@@ -72,6 +73,8 @@ def _stage_body(settings: Settings, state: ReleaseState, name: str, progress: Pr
         out = dict(STAGES)[name](stage_settings(settings, state), state, progress)
     except TRANSIENT:
         raise  # Celery retries the stage with the same state; the release run stays RUNNING
+    except JobLost:
+        raise  # the delivery holding the job now carries on with the same release run
     except BaseException as e:
         Tracker(settings).fail(state.run_id, e)
         raise
@@ -121,6 +124,9 @@ def release_finish(task: Any, state: Any, job_id: str, overrides: dict[str, Any]
 
 
 RELEASE_STAGES = (release_warmup, release_predict, release_train, release_finish)
+# Tasks in the middle of a chain: the next stage is sent when they succeed.
+CHAIN_STAGES = frozenset({"ftctl.release_begin", "ftctl.release_warmup", "ftctl.release_predict",
+                          "ftctl.release_train", "ftctl.stats_train"})
 
 
 def stats_train(task: Any, job_id: str, task_ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -248,26 +254,46 @@ def _connect_signals() -> None:
         dist = getattr(getattr(sender, "app", None), "ftctl_dist", None)
         if dist is None or not task_id:
             return
-        _record_error(sender.app, job_of(task_id), f"{type(exception).__name__}: {exception}")
+        _record_error(sender.app, task_id, f"{type(exception).__name__}: {exception}")
+
+    def on_success(sender: Any = None, **_: Any) -> None:
+        # Sent after Celery has sent the next stage of the chain: a later copy of this stage is
+        # dropped instead of sending it again (service.dist.guard).
+        app, request = getattr(sender, "app", None), getattr(sender, "request", None)
+        if getattr(app, "ftctl_dist", None) is None or request is None or not request.id \
+                or sender.name not in CHAIN_STAGES:
+            return
+        try:
+            patiently(lambda: JobStore.for_app(app).mark_stage_chained(job_of(request.id), request.id),
+                      f"chain of {request.id}")
+        except Exception as e:  # the worst case is one redundant, idempotent next stage
+            log.warning("could not mark %s chained: %s", request.id, e)
 
     def on_unknown(sender: Any = None, name: str = "", id: str = "", **_: Any) -> None:
         app = getattr(sender, "app", None)
         if getattr(app, "ftctl_dist", None) is not None and id:
-            _record_error(app, job_of(id), f"unknown task {name!r}: this worker runs ftctl "
+            _record_error(app, id, f"unknown task {name!r}: this worker runs ftctl "
                           f"{', '.join(sorted(ROUTES))}; upgrade the worker or fix the task name")
 
     signals.task_failure.connect(on_failure, weak=False)
+    signals.task_success.connect(on_success, weak=False)
     signals.task_unknown.connect(on_unknown, weak=False)
-    _SIGNALS.extend([on_failure, on_unknown])
+    _SIGNALS.extend([on_failure, on_success, on_unknown])
 
 
-def _record_error(app: Any, job_id: str, error: str) -> None:
+def _record_error(app: Any, task_id: str, error: str) -> None:
+    """A failure that never reached `guarded` (bad arguments, an unknown task, a refused message)
+    fails its job — unless the job was cancelled or resubmitted since (a stale copy)."""
     try:
         store = JobStore.for_app(app)
-        if store.get(job_id) is not None and store.get(job_id).get("state") != "CANCELLED":  # type: ignore[union-attr]
-            store.update(job_id, state="FAILURE", error=error, finished=time.time())
+        job_id = job_of(task_id)
+        record = store.get(job_id)
+        if record is None or record.get("state") == "CANCELLED" \
+                or submission_of(task_id) < int(record.get("submissions") or 0):
+            return
+        store.update(job_id, state="FAILURE", error=error, finished=time.time())
     except Exception as e:  # recording must never take the worker down
-        log.warning("could not record the failure of job %s: %s", job_id, e)
+        log.warning("could not record the failure of job %s: %s", job_of(task_id), e)
 
 
 class JobConsumer(Consumer):
@@ -294,4 +320,4 @@ class JobConsumer(Consumer):
             self.app.backend.mark_as_failure(task_id, Reject(err, requeue=False))
         except Exception as e:
             log.warning("could not mark message %s failed: %s", task_id, e)
-        _record_error(self.app, job_of(task_id), err)
+        _record_error(self.app, task_id, err)

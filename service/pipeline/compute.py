@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_path
+from service.errors import JobStopped
 from service.settings import Settings
 
 
@@ -54,6 +55,7 @@ class TrainOutcome:
     steps: int
     seconds: float
     save_dir: str | None = None
+    resumed_from: int = 0  # steps a checkpoint of an earlier attempt had already trained
 
 
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
@@ -160,7 +162,7 @@ def train_and_measure(
     return TrainOutcome(
         measured=np.asarray(spec.measure), nll_after=np.asarray(after, dtype=np.float64),
         test_before=test_before, test_after=test_after, replayed_ids=list(result.replayed_ids),
-        history=list(result.history), steps=result.steps,
+        history=list(result.history), steps=result.steps, resumed_from=result.resumed_from,
         seconds=time.perf_counter() - t0, save_dir=spec.save_dir,
     )
 
@@ -183,6 +185,8 @@ def run_parallel(specs: list[TrainSpec], workers: int,
             try:
                 outcome: TrainOutcome | BaseException = train_and_measure(
                     s, progress=progress(i) if progress else None)
+            except JobStopped:
+                raise  # the whole job stops, not just this spec
             except Exception as e:
                 outcome = e
             on_done(i, outcome)

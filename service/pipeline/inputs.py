@@ -140,7 +140,24 @@ def resolve_task(settings: Settings, ref: str) -> Task:
         data = load_task(ref, TaskDataConfig())
     except TrainingError as e:
         raise ServiceError(str(e)) from None
-    return Task(name=data.name, train=list(data.train), test=list(data.test), digest=data.digest)
+    return _checked(ref, Task(name=data.name, train=list(data.train), test=list(data.test),
+                              digest=data.digest))
+
+
+# Fewer examples than this cannot give a task loss worth gating on, nor a row worth completing
+# from: such data is refused before any run opens, so it never reaches the matrix.
+MIN_TRAIN_EXAMPLES = 8
+MIN_TEST_EXAMPLES = 2
+
+
+def _checked(ref: str, task: Task) -> Task:
+    if len(task.train) < MIN_TRAIN_EXAMPLES or len(task.test) < MIN_TEST_EXAMPLES:
+        raise ServiceError(
+            f"task {ref!r} has {len(task.train)} train and {len(task.test)} test examples; ftctl "
+            f"needs at least {MIN_TRAIN_EXAMPLES} to train on and {MIN_TEST_EXAMPLES} to measure "
+            "the task loss. Fix: add examples (about 10% of a single file is held out as the test "
+            "split), or give a `test` split of its own")
+    return task
 
 
 def nll_cache(settings: Settings, key: str, upstream: Upstream) -> Any:

@@ -23,9 +23,21 @@ from service.tracking.store import TAG, RunHandle, Tracker
 def init_line(settings: Settings, *, model_dir: Path | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda _m: None)
-    tracker = Tracker(settings)
-    registry = Registry(tracker)
+    if model_dir is not None and not (model_dir / "config.json").exists():
+        raise ServiceError(f"{model_dir} is not a Hugging Face model directory (no config.json); "
+                           "pass the directory written by save_pretrained")
     upstream = load_upstream(settings)
+    tracker = Tracker(settings)
+    try:
+        return _init(settings, tracker, upstream, model_dir, say)
+    except BaseException:
+        tracker.discard_if_empty()  # a failed first init leaves no empty model line behind
+        raise
+
+
+def _init(settings: Settings, tracker: Tracker, upstream: Any, model_dir: Path | None,
+          say: Callable[[str], None]) -> dict[str, Any]:
+    registry = Registry(tracker)
     existing = registry.by_alias(CHAMPION)
     if existing is not None:
         check_digest(settings.model_line, existing, upstream.digest, upstream.source)
@@ -41,9 +53,6 @@ def init_line(settings: Settings, *, model_dir: Path | None = None,
         say(f"building the base model of world {world.name!r} (once; cached in {settings.workspace})")
         model_dir = Path(ensure_base_model(world, settings.workspace,
                                            progress=step_messages(say, "pre-training")))
-    elif not (model_dir / "config.json").exists():
-        raise ServiceError(f"{model_dir} is not a Hugging Face model directory (no config.json); "
-                           "pass the directory written by save_pretrained")
 
     def body(run: RunHandle) -> dict[str, Any]:
         run.log_params({"settings": settings.to_dict(), "model_dir": str(model_dir)})

@@ -36,9 +36,9 @@ from service.pipeline.compute import (
     train_and_measure,
 )
 from service.pipeline.inputs import Upstream, job_context, load_upstream, nll_cache, resolve_task
-from service.pipeline.stats import log_inputs, log_training, stats_tags
+from service.pipeline.stats import log_inputs, log_training, stats_job_id, stats_tags
 from service.settings import Settings
-from service.tracking.jobs import end_job, finished_result, job_id_for, run_job, start_job
+from service.tracking.jobs import end_job, finished_result, run_job, start_job
 from service.tracking.lineage import model_key, train_key
 from service.tracking.registry import Registry
 from service.tracking.rows import log_row, make_row
@@ -100,8 +100,7 @@ def train(settings: Settings, task_ref: str, say: Say = lambda _m: None) -> dict
     task = resolve_task(settings, task_ref)
     s = settings.replace(steps=task_steps(settings))
     cfg = finetune_config(s, s.steps, s.seed).to_dict()
-    job_id = job_id_for("stats", task=task.digest, parent=parent.version, config=cfg,
-                        digest=upstream.digest, line=s.model_line)  # the in-process job id
+    job_id = stats_job_id(settings, task, parent.version, upstream.digest)  # the in-process id
     done = finished_result(tracker, job_id)
     if done is not None:
         return {"job_id": job_id, "result": done}

@@ -40,6 +40,15 @@ from service.tracking.rows import log_row, make_row
 from service.tracking.store import TAG, RunHandle
 
 
+def stats_job_id(settings: Settings, task: Task, parent_version: int, digest: str) -> str:
+    """A statistics job's id: the task data, the parent, the recipe and seed, the upstream set.
+    In-process, sharded and remote statistics jobs all derive it here: one job, however run."""
+    s = settings.replace(steps=task_steps(settings))
+    cfg = finetune_config(s, s.steps, s.seed).to_dict()
+    return job_id_for("stats", task=task.digest, parent=parent_version, config=cfg, digest=digest,
+                      line=s.model_line)
+
+
 def stats_tags(task: Task, upstream: Upstream, parent: Version, job_kind: str = "stats") -> dict[str, str]:
     return {
         TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
@@ -53,7 +62,8 @@ def log_training(run: RunHandle, outcome: TrainOutcome) -> None:
         step = int(rec.get("step", 0))
         run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=step)
     run.log_metrics({"task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
-                     "train_seconds": outcome.seconds, "train_steps": outcome.steps})
+                     "train_seconds": outcome.seconds, "train_steps": outcome.steps,
+                     "resumed_from_step": outcome.resumed_from})
 
 
 def log_inputs(run: RunHandle, task: Task, upstream: Upstream) -> None:
@@ -86,8 +96,7 @@ def collect_stats(
     results: list[dict[str, Any] | None] = [None] * len(tasks)
     pending: list[tuple[int, str]] = []
     for i, task in enumerate(tasks):
-        job_id = job_id_for("stats", task=task.digest, parent=parent.version, config=cfg,
-                            digest=upstream.digest, line=settings.model_line)
+        job_id = stats_job_id(settings, task, parent.version, upstream.digest)
         done = finished_result(tracker, job_id)
         if done is not None:
             results[i] = done
@@ -130,7 +139,8 @@ def collect_stats(
                 results[i] = end_job(run, kind="stats", job_id=job_id, result={
                     "task": task.name, "family": task.family, "base_version": parent.version,
                     "task_loss_before": outcome.test_before, "task_loss_after": outcome.test_after,
-                    "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds})
+                    "forgetting_mean": metrics["forgetting_mean"], "seconds": outcome.seconds,
+                    "resumed_from": outcome.resumed_from})
                 shutil.rmtree(ckpt / job_id, ignore_errors=True)  # recorded: the checkpoint is spent
                 say(f"stats {task.name}: mean ΔNLL {metrics['forgetting_mean']:+.4f}, "
                     f"task loss {outcome.test_before:.3f} → {outcome.test_after:.3f}")

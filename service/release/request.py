@@ -31,12 +31,12 @@ from typing import Any, Literal
 from forgetting.methods import RELEASE_METHODS, method_help
 from service.errors import ServiceError
 from service.pipeline.compute import finetune_config, replay_steps, task_steps
-from service.pipeline.inputs import heldout_size, job_context, resolve_task
+from service.pipeline.inputs import JobContext, Task, heldout_size, job_context, resolve_task
 from service.pipeline.stats import log_inputs
 from service.release.stages import STAGES
 from service.release.state import Finished, ReleaseState
 from service.settings import Settings
-from service.tracking.jobs import finished_result, job_id_for, job_lock, start_job
+from service.tracking.jobs import check_job_inputs, finished_result, job_id_for, job_lock, start_job
 from service.tracking.lineage import model_key, train_key
 from service.tracking.store import TAG, Tracker
 
@@ -62,6 +62,33 @@ class ReleaseRequest:
             raise ServiceError(f"unknown mode {self.mode!r}; use online or offline")
 
 
+def release_job_id(settings: Settings, req: ReleaseRequest, ctx: JobContext, task: Task,
+                   *, with_parent: bool = True) -> str:
+    """The release's job id, derived from everything that determines its result: the task data,
+    the parent version, the method and mode, the fine-tuning recipe, the replay settings and the
+    upstream set. The in-process run and the distributed client derive it with this one function,
+    so a release is one job (Redis record, MLflow runs, registry lineage) however it is run.
+
+    with_parent=False gives the fingerprint of what the user asked for (the parent is where the
+    @champion happened to be): a `--job-id` rerun after the champion moved is the same request,
+    one for another task or method is not (`check_job_inputs`)."""
+    method = req.method or settings.method
+    seed = settings.seed if req.seed is None else req.seed
+    steps = req.steps or task_steps(settings)
+    settings = settings.replace(steps=steps, seed=seed)
+    ratio = 0.0 if method == "none" else settings.replay_ratio
+    cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
+    return job_id_for(
+        "release" if with_parent else "release-inputs", task=task.digest,
+        parent=ctx.parent.version if with_parent else None, method=method, mode=req.mode,
+        config=cfg, settings={k: getattr(settings, k) for k in
+                              ("k", "replay_ratio", "temperature", "heldout_seed")}
+        | {"heldout": heldout_size(settings, ctx.upstream.n)}  # the size in force, not the setting
+        | ({"warmup_fraction": settings.warmup_fraction} if settings.warmup_fraction != 0.1 else {}),
+        digest=ctx.upstream.digest, line=settings.model_line, measure_all=req.measure_all,
+        register=req.register)
+
+
 def open_release(settings: Settings, req: ReleaseRequest,
                  hold: Callable[[str], Any] | None = None) -> ReleaseState | Finished:
     """Resolve a release request into its first stage state — or, when this job already
@@ -76,14 +103,9 @@ def open_release(settings: Settings, req: ReleaseRequest,
     settings = settings.replace(steps=steps, seed=seed)
     ratio = 0.0 if method == "none" else settings.replay_ratio
     cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
-    job_id = req.job_id or job_id_for(
-        "release", task=task.digest, parent=parent.version, method=method, mode=req.mode,
-        config=cfg, settings={k: getattr(settings, k) for k in
-                              ("k", "replay_ratio", "temperature", "heldout_seed")}
-        | {"heldout": heldout_size(settings, upstream.n)}  # the size in force, not the setting
-        | ({"warmup_fraction": settings.warmup_fraction} if settings.warmup_fraction != 0.1 else {}),
-        digest=upstream.digest, line=settings.model_line, measure_all=req.measure_all,
-        register=req.register)
+    job_id = req.job_id or release_job_id(settings, req, ctx, task)
+    inputs = release_job_id(settings, req, ctx, task, with_parent=False)
+    check_job_inputs(tracker, job_id, inputs, f"a release of {task.name}")
     if hold is not None:
         hold(job_id)
     done = finished_result(tracker, job_id)
@@ -99,7 +121,7 @@ def open_release(settings: Settings, req: ReleaseRequest,
     if method == "none":  # a plain fine-tune: its row can stand in for oracle / offline probes
         tags[TAG + "train_key"] = key
     run = start_job(tracker, kind="release", job_id=job_id, name=req.name or f"release:{task.name}",
-                    tags=tags)
+                    tags=tags, inputs=inputs)
     config = {"settings": settings.to_dict(), "finetune": cfg,
               "release": dataclasses.asdict(req) | {"method": method}}
     with tracker.failing(run.run_id):

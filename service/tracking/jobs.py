@@ -52,6 +52,18 @@ def job_id_for(kind: str, **parts: Any) -> str:
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+def check_job_inputs(tracker: Tracker, job_id: str, inputs: str, what: str) -> None:
+    """A job id names one set of inputs: `inputs` is the id derived from them. Refuse a user-given
+    id that an earlier run of other inputs already holds, naming both."""
+    for run in tracker.find_runs({TAG + "job_id": job_id, TAG + "role": "job"}, status=None):
+        theirs = run.data.tags.get(TAG + "inputs")
+        if theirs and theirs != inputs:
+            raise ServiceError(
+                f"job id {job_id!r} already names {run.info.run_name} (run {run.info.run_id[:8]}, "
+                f"inputs {theirs}); this is {what} (inputs {inputs}). Fix: give another --job-id, or "
+                "none: the id is then derived from the inputs")
+
+
 def finished_result(tracker: Tracker, job_id: str) -> dict[str, Any] | None:
     """The recorded result of this job id's FINISHED run (marked "reused"), if any."""
     done = tracker.find_job(job_id)
@@ -59,13 +71,14 @@ def finished_result(tracker: Tracker, job_id: str) -> dict[str, Any] | None:
 
 
 def start_job(tracker: Tracker, *, kind: str, job_id: str, name: str,
-              tags: Mapping[str, Any]) -> RunHandle:
+              tags: Mapping[str, Any], inputs: str = "") -> RunHandle:
     """Open the job's run (RUNNING). Runs of this job id still RUNNING belong to a process that
     died (in-process) or to a delivery whose worker died (the Celery tasks hold the job's lock
     before they get here): they end FAILED with "interrupted", so the history shows the retry."""
     tracker.fail_stale({TAG + "job_id": job_id, TAG + "role": "job"},
                        "interrupted: the process running this job died; the job was run again")
-    all_tags = {**tags, TAG + "role": "job", TAG + "job_id": job_id, TAG + "kind": kind}
+    all_tags = {**tags, TAG + "role": "job", TAG + "job_id": job_id, TAG + "kind": kind,
+                TAG + "inputs": inputs or job_id}  # the id derived from the inputs (check_job_inputs)
     return tracker.start(name, tags=all_tags)
 
 

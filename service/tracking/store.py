@@ -126,6 +126,7 @@ class Tracker:
             _check_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
+        self.created = False  # this call created the experiment (see `discard_if_empty`)
         self.experiment_id = self._experiment(settings.model_line)
 
     def _experiment(self, name: str) -> str:
@@ -138,12 +139,22 @@ class Tracker:
             location = None
             if self.uri.startswith("sqlite:"):
                 location = self.settings.artifact_root.as_uri()
+            self.created = True
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException as e:
             raise ServiceError(
                 f"tracking store {self.uri} refused the request ({_first_line(e)}); "
                 "check FTCTL_TRACKING_URI and that the MLflow server/database is up"
             ) from None
+
+    def discard_if_empty(self) -> None:
+        """Delete the experiment this tracker created if nothing was logged to it (a command that
+        failed before its first run must not leave an empty model line in the UI)."""
+        try:
+            if self.created and not self.client.search_runs([self.experiment_id], max_results=1):
+                self.client.delete_experiment(self.experiment_id)
+        except MlflowException:
+            pass  # the original error is what matters
 
     @contextmanager
     def run(

@@ -55,6 +55,9 @@ class Cluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cmd: list[str] = field(default_factory=ftctl_cmd)
+    # False: a 1 s heartbeat and 6 s visibility timeout, so redelivery tests run in seconds;
+    # True: the product's own defaults (what an operator gets), for the recovery tests.
+    default_liveness: bool = False
 
     @property
     def workspace(self) -> Path:
@@ -65,7 +68,6 @@ class Cluster:
         env.update({
             "FTCTL_WORKSPACE": str(self.workspace), "FTCTL_BROKER_URL": self.broker_url,
             "FTCTL_QUEUE_PREFIX": self.prefix, "FTCTL_WORLD": "tiny",
-            "FTCTL_HEARTBEAT_SECONDS": "1", "FTCTL_VISIBILITY_TIMEOUT": "6",
             "FTCTL_MAX_ATTEMPTS": "3", "FTCTL_SCHEDULE_INBOX": "off",
             "FTCTL_SCHEDULE_STATS": "off", "FTCTL_SCHEDULE_REFIT": "off",
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -73,6 +75,8 @@ class Cluster:
             "MLFLOW_ENABLE_ASYNC_LOGGING": "false", "GIT_PYTHON_REFRESH": "quiet",
             "PYTHONPATH": str(ROOT),
         })
+        if not self.default_liveness:
+            env.update({"FTCTL_HEARTBEAT_SECONDS": "1", "FTCTL_VISIBILITY_TIMEOUT": "6"})
         env.update(self.extra_env)
         env.update(over)
         return env
@@ -159,9 +163,10 @@ def session_db() -> int:
 
 
 @contextmanager
-def cluster(tmp: Path, broker_url: str | None = None, **extra_env: str) -> Iterator[Cluster]:
+def cluster(tmp: Path, broker_url: str | None = None, *, default_liveness: bool = False,
+            **extra_env: str) -> Iterator[Cluster]:
     c = Cluster(tmp=tmp, broker_url=broker_url or f"redis://{REDIS[0]}:{REDIS[1]}/{session_db()}",
-                extra_env=dict(extra_env))
+                extra_env=dict(extra_env), default_liveness=default_liveness)
     c.workspace.mkdir(parents=True, exist_ok=True)
     try:
         yield c
@@ -170,7 +175,7 @@ def cluster(tmp: Path, broker_url: str | None = None, **extra_env: str) -> Itera
 
 
 @contextmanager
-def private_redis(tmp: Path) -> Iterator[tuple[int, Callable[[], None]]]:
+def private_redis(tmp: Path) -> Iterator[tuple[int, Callable[..., None]]]:
     """A redis-server of our own with AOF (appendfsync always): (port, restart)."""
     exe = shutil.which("redis-server")
     if exe is None:
@@ -189,10 +194,11 @@ def private_redis(tmp: Path) -> Iterator[tuple[int, Callable[[], None]]]:
             start_new_session=True))
         wait_for(lambda: port_open("127.0.0.1", port), 10, "private redis-server")
 
-    def restart() -> None:
+    def restart(down: float = 0.0) -> None:
         p = procs[-1]
         p.send_signal(signal.SIGKILL)  # the hard way: only the AOF survives
         p.wait(10)
+        time.sleep(down)  # how long clients find the broker gone
         start()
 
     start()

@@ -127,9 +127,32 @@ def test_cancel_and_retry(running: Cluster) -> None:
     assert statuses == ["FAILED", "FINISHED"]
 
 
+def test_stale_copies_never_change_an_ended_jobs_record(running: Cluster) -> None:
+    # A leftover message of the cancelled first submission, and a copy of the finished second one
+    # (a message Redis restored late), arrive after the job ended: its record stays as it was.
+    jobs = running.jobs()
+    job = jobs.submit_diagnose(seconds=6, steps=30)["job_id"]
+    wait_for(lambda: jobs.show(job).get("progress", {}).get("step"), 60, "progress")
+    jobs.cancel(job)
+    wait_for(lambda: jobs.store.lock_owner(job) is None, 60, "the cancelled delivery to stop")
+    jobs.retry(job)
+    out = jobs.wait(job, timeout=120)
+    record = jobs.store.get(job)
+    gpu = running.prefix + "gpu"
+    for n, tag in ((1, "leftover"), (2, "restored")):
+        copy = f"{job}.{n}-{running.prefix}{tag}"
+        running.app().signature("ftctl.diagnose", args=(job, 6, 30)).apply_async(task_id=copy,
+                                                                                   queue=gpu)
+        wait_for(lambda c=copy: any(f"[{c}] {end}" in running.log("gpu")
+                                    for end in ("succeeded", "ignored")), 60, f"the {tag} copy")
+    assert jobs.store.get(job) == record and jobs.show(job)["state"] == "SUCCESS"
+    assert jobs.show(job)["result"]["run_id"] == out["run_id"]
+    assert len([r for r in runs_of(running, job) if r.info.status == "FINISHED"]) == 1
+
+
 def test_sigkill_mid_job_then_a_new_worker_finishes_it_exactly_once(tmp_path: Path) -> None:
     require_redis()
-    with cluster(tmp_path, FTCTL_VISIBILITY_TIMEOUT="3") as c:
+    with cluster(tmp_path, FTCTL_VISIBILITY_TIMEOUT="4") as c:
         gpu = c.worker("gpu", name="gpu-a")
         jobs = c.jobs()
         job = jobs.submit_diagnose(seconds=4, steps=8)
@@ -150,7 +173,7 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_it_exactly_once(tmp_path: Pa
 @pytest.mark.slow
 def test_poison_job_is_failed_after_max_attempts(tmp_path: Path) -> None:
     require_redis()
-    with cluster(tmp_path, FTCTL_VISIBILITY_TIMEOUT="3") as c:
+    with cluster(tmp_path, FTCTL_VISIBILITY_TIMEOUT="4") as c:
         gpu = c.worker("gpu", name="gpu-a")
         jobs = c.jobs()
         job = jobs.submit_diagnose(seconds=10, steps=10)
@@ -187,7 +210,7 @@ def test_time_limits_hold_in_the_solo_pool(tmp_path: Path) -> None:
     require_redis()
     # Limits with headroom for a loaded CI machine (the MLflow store opens inside the limit).
     with cluster(tmp_path, FTCTL_MAX_JOB_SECONDS="20", FTCTL_HARD_LIMIT_MARGIN="10",
-                 FTCTL_VISIBILITY_TIMEOUT="3") as c:
+                 FTCTL_VISIBILITY_TIMEOUT="4") as c:
         gpu = c.worker("gpu", name="gpu-a")
         jobs = c.jobs()
         soft = jobs.submit_diagnose(seconds=90, steps=180)

@@ -48,8 +48,17 @@ def test_beat_turns_inbox_items_into_releases_one_at_a_time(tmp_path: Path) -> N
                                 timeout=120)
         assert second.returncode == 1 and "another scheduler is running" in second.stderr
 
+        # A one-row dataset is refused before any job: it lands in failed/ with the reason.
+        inbox = c.workspace / "inbox"
+        tiny = tmp_path / "one_row.jsonl"
+        tiny.write_text('{"prompt": "q", "response": "a"}\n')
+        subprocess.run([*c.cmd, "inbox", "add", str(tiny)], env=c.env(), check=True, timeout=120)
+        why = wait_for(lambda: (f := inbox / "failed" / "one_row.jsonl.error.txt").exists()
+                       and f.read_text(), 60, "the one-row item to be refused")
+        assert "1 train and 0 test examples" in why or "train split is empty" in why, why
+        assert not release_jobs(c.jobs())  # the refused item made no job
         data = tmp_path / "new_task.jsonl"
-        data.write_text('{"prompt": "q", "response": "a"}\n')
+        data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(30)))
         added = subprocess.run([*c.cmd, "inbox", "add", str(data)], env=c.env(),
                                capture_output=True, text=True, timeout=120)
         assert added.returncode == 0, added.stderr
@@ -57,7 +66,6 @@ def test_beat_turns_inbox_items_into_releases_one_at_a_time(tmp_path: Path) -> N
         [job] = wait_for(lambda: release_jobs(jobs), 60, "the inbox item to become a release job")
         args = jobs.show(job["job_id"])["args"]["request"]
         assert args["parent_version"] == version and args["name"] == "inbox:new_task.jsonl"
-        inbox = c.workspace / "inbox"
         assert [p.name for p in (inbox / "processing").iterdir()] == ["new_task.jsonl"]
         # Its first stage ran on the cpu worker; its fine-tune now waits for a gpu worker.
         wait_for(lambda: jobs.store.queue_length(c.prefix + "gpu") == 1, 60, "the gpu stage to queue")

@@ -32,7 +32,12 @@ def test_reliability_settings_for_long_gpu_jobs() -> None:
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_cancel_long_running_tasks_on_connection_loss"]
-    assert conf["broker_transport_options"]["visibility_timeout"] == 14400 > 7200
+    # Liveness, not timeouts: a 2-hour job keeps its message by heartbeat; a dead one is back
+    # within 6 heartbeats, and every idle worker sweeps once a beat.
+    opts = conf["broker_transport_options"]
+    assert opts["visibility_timeout"] == 6 * dist.heartbeat_seconds == 60
+    assert opts["unacked_restore_interval"] == dist.heartbeat_seconds
+    assert opts["unacked_restore_throttle"] == 1
     assert conf["task_soft_time_limit"] == 7200 < conf["task_time_limit"]
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["result_backend"] == BROKER
@@ -64,6 +69,8 @@ def test_bad_distributed_settings_are_refused_with_the_fix() -> None:
         DistConfig.from_settings(settings(), env={"FTCTL_MAX_ATTEMPTS": "many"})
     with pytest.raises(ServiceError, match="max_attempts must be >= 1"):
         DistConfig.from_settings(settings(), env={"FTCTL_MAX_ATTEMPTS": "0"})
+    with pytest.raises(ServiceError, match="shorter than 4 heartbeats"):  # live jobs redelivered
+        DistConfig.from_settings(settings(), env={"FTCTL_VISIBILITY_TIMEOUT": "30"})
 
 
 def test_schedules_accept_cron_or_seconds() -> None:

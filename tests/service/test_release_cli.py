@@ -253,6 +253,42 @@ def test_bad_input_fails_clearly_and_leaves_the_matrix_alone(ws: Path, args: lis
     assert matrix_rows(ws) == before
 
 
+def all_runs(ws: Path) -> int:
+    return len(tracker(ws).find_runs({}, status=None))
+
+
+def test_bad_task_data_and_options_are_refused_before_any_run(ws: Path, tmp_path: Path) -> None:
+    # A one-row task (or one huge line) has no test split to measure; nan/inf options have no
+    # meaning. Each is a clear error, exit 1 — and no run, no version, no matrix row.
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"text": "' + "a long line " * 50_000 + '"}\n')
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(5)))
+    runs, versions = all_runs(ws), len(ok_json(ws, "release", "list"))
+    for args, needle in (
+            (["release", "new-task", str(one)], "one.jsonl"),
+            (["stats", "collect", str(few)], "needs at least 8 to train on and 2 to measure"),
+            (["release", "new-task", str(few)], "Fix: add examples"),
+            (["release", "new-task", NEW_TASK, "--temperature", "nan"], "temperature must be a finite"),
+            (["release", "new-task", NEW_TASK, "--temperature", "inf"], "temperature must be a finite"),
+            (["release", "new-task", NEW_TASK, "--replay-ratio", "nan"], "replay_ratio must be a finite")):
+        code, out, err = ftctl(ws, *args)
+        assert code == 1 and needle in err, (args, out, err)
+        assert "Traceback" not in err and "Warning" not in err, err
+    assert all_runs(ws) == runs and len(ok_json(ws, "release", "list")) == versions
+    assert matrix_rows(ws) == 3
+
+
+def test_a_job_id_names_one_set_of_inputs(ws: Path) -> None:
+    base = ["release", "new-task", "--method", "none", "--no-promote", "--steps", "2",
+            "--job-id", "mine-1"]
+    first = ok_json(ws, *base[:2], "wn_noun_food", *base[2:])
+    assert ok_json(ws, *base[:2], "wn_noun_food", *base[2:])["run_id"] == first["run_id"]  # reused
+    code, _, err = ftctl(ws, *base[:2], "py_io", *base[2:])
+    assert code == 1 and "job id 'mine-1' already names release:wn_noun_food" in err, err
+    assert "give another --job-id" in err
+
+
 def test_corrupt_task_file_fails_clearly(ws: Path, tmp_path: Path) -> None:
     bad = tmp_path / "task.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{not json\n')
