@@ -43,6 +43,8 @@ app.add_typer(forgetting_cmd.replay_app, name="replay")
 app.add_typer(release.app, name="release")
 app.add_typer(runs.runs_app, name="runs")
 app.command("init")(line.init)
+app.add_typer(line.line_app, name="line")
+app.add_typer(line.tasks_app, name="tasks")
 app.command("demo")(line.demo)
 app.command("ui")(runs.ui)
 # The distributed mode (Celery on Redis): workers, the one beat, remote jobs and the inbox.

@@ -1,4 +1,5 @@
-"""`ftctl init` and `ftctl demo`: create the model line; run the main job end to end."""
+"""`ftctl init`, `ftctl line show`, `ftctl tasks list` and `ftctl demo`: create the model line,
+see what it is made of, run the main job end to end."""
 
 from __future__ import annotations
 
@@ -16,16 +17,56 @@ def init(
     world: Annotated[str, typer.Option(help="Embedded world: default (ftctl's own base model, N = 1,960), study (the same base, N = 3,150), tiny (tests) or smollm2 (a real pretrained LM).")] = "default",
     model: Annotated[Path | None, typer.Option(help="Register this Hugging Face model directory as release 0 instead of the world's base model.")] = None,
     model_line: Annotated[str | None, typer.Option(help="Registered-model name / experiment of this line.")] = None,
+    upstream: Annotated[Path | None, typer.Option(help="Your upstream set: a sample of what the model learned before (JSONL/JSON/CSV/parquet file(s) or a directory of them; `text` or `prompt`/`response` records, optional `id` and `source`). Needs --model.")] = None,
+    tasks: Annotated[Path | None, typer.Option(help="Your task catalogue: a directory with one task file (or folder) per task and an optional tasks.toml (family, description).")] = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Create the model line: build (once) and register the base model as version 1 @champion."""
+    """Create the model line: register the base model as version 1 @champion, with the upstream
+    set whose forgetting is measured and the catalogue of tasks (a world preset, or your own)."""
     from service.pipeline.line import init_line
 
-    s = settings(world=world, model_line=model_line)
+    s = settings(world=world, model_line=model_line,
+                 upstream=str(upstream.expanduser().resolve()) if upstream else None,
+                 tasks=str(tasks.expanduser().resolve()) if tasks else None)
     emit(init_line(s, model_dir=model, progress=say), as_json,
          lambda r: say(f"model line {r['model_line']!r}: @champion = version {r['version']} "
-                       f"(world {r['world']})"))
+                       f"({r['upstream']})"))
+
+
+line_app = typer.Typer(help="The model line: base model, upstream set, task catalogue.",
+                       no_args_is_help=True)
+tasks_app = typer.Typer(help="The line's task catalogue.", no_args_is_help=True)
+
+
+@line_app.command("show")
+@handle_errors
+def line_show(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """The line's base model and champion, its upstream set and its task catalogue."""
+    from service.pipeline.line import describe_line
+
+    def show(d: dict[str, Any]) -> None:
+        up, base = d["upstream"], d["base_model"] or {}
+        table(f"model line {d['model_line']}", ["", "value"], [
+            ["base model", f"version {base.get('version')} ({base.get('source')})" if base else "none"],
+            ["@champion", d["champion"]], ["versions", d["versions"]],
+            ["upstream set", f"{up['from']}: {up['examples']:,} examples, digest {up['digest'][:12]}, "
+                             f"{up['heldout']:,} held out"],
+            ["upstream sources", ", ".join(f"{k} {v}" for k, v in up["sources"].items())],
+            ["tasks", f"{d['tasks']['from']}: {d['tasks']['count']} tasks"]])
+
+    emit(describe_line(settings()), as_json, show)
+
+
+@tasks_app.command("list")
+@handle_errors
+def tasks_list(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """The line's tasks (`ftctl stats collect --all` and the scheduler's statistics jobs use them)."""
+    from service.pipeline.line import list_tasks
+
+    emit(list_tasks(settings()), as_json, lambda ts: table(
+        "tasks", ["task", "family", "description", "data"],
+        [[t["name"], t["family"], t["description"], t["path"]] for t in ts]))
 
 
 @handle_errors

@@ -17,7 +17,7 @@ app = typer.Typer(help="Statistics jobs: fine-tune without replay, measure every
 @handle_errors
 def collect(
     tasks: Annotated[list[str] | None, typer.Argument(help="Embedded task names or task data paths.")] = None,
-    all_tasks: Annotated[bool, typer.Option("--all", help="Every task of the embedded world.")] = False,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Every task of the line's catalogue (`ftctl tasks list`).")] = False,
     workers: Annotated[int | None, typer.Option(help="Parallel processes (one torch thread each); default from settings.")] = None,
     steps: Annotated[int | None, typer.Option(help="Fine-tuning steps per task; default from settings.")] = None,
     remote: Annotated[bool, typer.Option(help="Submit one job per task to the Celery workers (FTCTL_BROKER_URL).")] = False,
@@ -28,15 +28,15 @@ def collect(
 ) -> None:
     """Collect one full row of the forgetting matrix per task (finished tasks are reused)."""
     from service.errors import ServiceError
-    from service.pipeline.inputs import load_world
+    from service.pipeline.inputs import catalogue
     from service.pipeline.stats import collect_stats
 
     s = settings(steps=steps)
     refs = list(tasks or [])
     if all_tasks:
-        refs += [t for t in load_world(s).tasks if t not in refs]
+        refs += [t for t in catalogue(s) if t not in refs]
     if not refs:
-        raise ServiceError("no task given; name tasks (see `ftctl world list`) or pass --all")
+        raise ServiceError("no task given; name tasks (see `ftctl tasks list`) or pass --all")
     if (shards != 1 or wait) and not remote:
         raise typer.BadParameter("--shards and --wait are for remote jobs; add --remote")
     if remote:

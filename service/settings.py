@@ -39,7 +39,14 @@ class Settings:
     model_line: str = "ftctl-default"
     """Registered-model name and MLflow experiment of this model line."""
     world: str = "default"
-    """Embedded world whose tasks and upstream set are used: default, study, tiny or smollm2."""
+    """Embedded world (default, study, tiny or smollm2): the base model, upstream set, tasks and
+    fine-tuning recipe of a preset line; `upstream` and `tasks` replace its data with yours."""
+    upstream: str = ""
+    """Your upstream set: JSONL/JSON/CSV/parquet file(s), a directory of them or a save_to_disk
+    directory of `text` or `prompt`/`response` records; empty = the world's."""
+    tasks: str = ""
+    """Your task catalogue: a directory with one task file (or folder) per task and an optional
+    tasks.toml; empty = the world's tasks. A task not in it can still be released by path."""
     method: str = "mf"
     """Default completion method for releases (see `ftctl forgetting evaluate`)."""
     k: int = 30
@@ -200,7 +207,8 @@ def load_settings(
     return Settings(**typed, extra=values.get("extra", {}))
 
 
-def save_settings(settings: Settings, keys: tuple[str, ...] = ("world", "model_line", "method")) -> Path:
+def save_settings(settings: Settings,
+                  keys: tuple[str, ...] = ("world", "upstream", "tasks", "model_line", "method")) -> Path:
     """Persist the chosen keys to <workspace>/ftctl.toml (what `ftctl init` decided)."""
     settings.workspace.mkdir(parents=True, exist_ok=True)
     path = settings.workspace / "ftctl.toml"

@@ -18,10 +18,12 @@ regardless of order. Which examples are held out from replay is decided by
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +170,63 @@ def _record(rec: Any, where: str) -> Example:
             "Fix: drop the 'id' field to recompute it (and re-measure rows: the digest changes)."
         )
     return Example(cid, prompt, response, source)
+
+
+# -- a user's upstream set: files in the user's own format ------------------------------------------
+
+MIN_UPSTREAM_EXAMPLES = 100  # fewer columns than this make a matrix nothing can be learnt from
+
+
+@dataclass(frozen=True)
+class UpstreamRead:
+    """A user's upstream set as read from their files, with what reading it changed."""
+
+    upstream: UpstreamSet
+    duplicates_dropped: int  # rows whose content (or id) appeared before
+    sources: dict[str, int]  # examples per source
+
+
+def read_upstream(source: str | os.PathLike[str], *,
+                  min_examples: int = MIN_UPSTREAM_EXAMPLES) -> UpstreamRead:
+    """A user's upstream set: JSONL / JSON / CSV / parquet file(s), a directory of them, or a
+    `datasets` save_to_disk directory. Each record has `text` (plain text: trained and measured on
+    every token) or `prompt`/`response` (instruction data: the response only); optional `id`
+    (else the content hash) and `source` (else the file's stem). One schema per file; empty
+    records, non-UTF-8 bytes and unreadable rows are refused naming the row; duplicates are
+    dropped and counted; fewer than `min_examples` examples are refused.
+    """
+    from training.data import TaskDataConfig, rows_to_examples
+    from training.readers import read_rows
+
+    path = Path(source).expanduser()
+    splits = read_rows(path)
+    examples: list[Example] = []
+    for split, rows in splits.items():
+        default_source = split or path.stem.removesuffix(".jsonl")
+        made = rows_to_examples(rows, TaskDataConfig(), default_source)
+        for (where, row), ex in zip(rows, made, strict=True):
+            user_id = row.get("id") if isinstance(row, dict) else None
+            user_source = row.get("source") if isinstance(row, dict) else None
+            if user_id is not None and (not isinstance(user_id, str | int) or not str(user_id).strip()):
+                raise TrainingError(f"{where}: 'id' must be a non-empty string. Fix: fix or drop it.")
+            examples.append(dataclasses.replace(
+                ex, id=str(user_id) if user_id is not None else ex.id,
+                source=str(user_source) if user_source else ex.source))
+    seen: dict[str, Example] = {}
+    content: set[tuple[str, str]] = set()
+    for e in examples:
+        key = (e.prompt, e.response)
+        if e.id in seen or key in content:
+            continue
+        seen[e.id] = e
+        content.add(key)
+    kept = list(seen.values())
+    if len(kept) < min_examples:
+        raise TrainingError(
+            f"{path}: {len(kept)} distinct upstream examples ({len(examples) - len(kept)} "
+            f"duplicates dropped); ftctl needs at least {min_examples} to measure and predict "
+            "forgetting on. Fix: add a larger sample of what the model learned before.")
+    counts: dict[str, int] = {}
+    for e in kept:
+        counts[e.source] = counts.get(e.source, 0) + 1
+    return UpstreamRead(UpstreamSet(kept), len(examples) - len(kept), counts)

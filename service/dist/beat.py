@@ -115,7 +115,7 @@ def inbox_scan(task: Any) -> dict[str, Any]:
 
 def stats_when_idle(task: Any) -> dict[str, Any]:
     """Queue statistics jobs for tasks without a full row on the @champion, if the gpu is idle."""
-    from service.pipeline.inputs import load_upstream, load_world
+    from service.pipeline.inputs import catalogue, load_upstream
     from service.tracking.registry import Registry
     from service.tracking.store import TAG, Tracker
 
@@ -133,7 +133,7 @@ def stats_when_idle(task: Any) -> dict[str, Any]:
     have = {r.data.tags.get(TAG + "task") for r in tracker.find_runs(
         {TAG + "kind": "stats", TAG + "row": "full", TAG + "digest": upstream.digest,
          TAG + "base_version": str(champion.version), TAG + "role": "job"})}
-    missing = sorted(set(load_world(settings).tasks) - have)
+    missing = sorted(set(catalogue(settings)) - have)
     jobs = RemoteJobs(settings, app)
     submitted = [jobs.submit_stats(t)["job_id"] for t in missing[: dist.stats_batch]]
     return {"action": "submitted" if submitted else "idle", "jobs": submitted,

@@ -59,11 +59,12 @@ class TrainOutcome:
 
 
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
-    """The world's suggested fine-tuning recipe, overridden by what the settings set explicitly."""
-    from service.pipeline.inputs import load_world
+    """The line's fine-tuning recipe (a world preset's suggestion; FinetuneConfig's defaults for
+    a line of your own data), overridden by what the settings set explicitly."""
+    from service.pipeline.inputs import line_recipe
     from training.config import FinetuneConfig, LoraSettings
 
-    fields: dict[str, Any] = dict(load_world(settings).base_model_spec.finetune)
+    fields: dict[str, Any] = line_recipe(settings)
     if settings.lr:
         fields["lr"] = settings.lr
     if settings.batch_size:
@@ -79,10 +80,10 @@ def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int 
 
 
 def task_steps(settings: Settings) -> int:
-    """Fine-tuning steps per task: the settings' value, else the world's suggestion."""
-    from service.pipeline.inputs import load_world
+    """Fine-tuning steps per task: the settings' value, else the line's recipe (150 by default)."""
+    from service.pipeline.inputs import line_recipe
 
-    return settings.steps or int(load_world(settings).base_model_spec.finetune.get("steps", 150))
+    return settings.steps or int(line_recipe(settings).get("steps", 150))
 
 
 def step_messages(say: Callable[[str], None], label: str, parts: int = 50,

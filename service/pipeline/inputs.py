@@ -7,6 +7,7 @@ The embedded world provides the upstream set and named tasks; any path or datase
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -80,11 +81,45 @@ def heldout_size(settings: Settings, n: int) -> float:
     return settings.heldout or float(default_heldout_size(n))
 
 
+def line_recipe(settings: Settings) -> dict[str, Any]:
+    """The fine-tuning recipe the line suggests: a world preset's (tuned to its base model), or
+    none for a line of your own data (FinetuneConfig's defaults, then the settings)."""
+    if settings.upstream:
+        return {}
+    return dict(load_world(settings).base_model_spec.finetune)
+
+
+def _stamp(path: str) -> tuple[tuple[str, int, int], ...]:
+    """What identifies the files' contents cheaply: name, size and mtime of each file."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(q for q in root.rglob("*") if q.is_file())
+    return tuple((str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files)
+
+
+@functools.lru_cache(maxsize=2)
+def _user_upstream(path: str, stamp: tuple[tuple[str, int, int], ...]) -> Any:
+    """A user's upstream set, read once per process while its files are unchanged (every stage
+    of every job loads it; a set of 10^6 records is read once)."""
+    from training.errors import TrainingError
+    from training.upstream import read_upstream
+
+    if not stamp:
+        raise ServiceError(f"upstream set {path}: no such file or directory. Fix: check the path "
+                           "given to `ftctl init --upstream` (recorded in ftctl.toml)")
+    try:
+        return read_upstream(path).upstream
+    except TrainingError as e:
+        raise ServiceError(str(e)) from None
+
+
 def load_upstream(settings: Settings) -> Upstream:
     from forgetting.replay import heldout_mask
 
-    world = load_world(settings)
-    up = world.upstream
+    if settings.upstream:
+        up = _user_upstream(settings.upstream, _stamp(settings.upstream))
+        source = f"upstream set {settings.upstream}"
+    else:
+        up, source = load_world(settings).upstream, f"world {settings.world!r}"
     size = heldout_size(settings, len(up.examples))
     if size >= 1 and size >= len(up.examples):
         raise ServiceError(
@@ -92,8 +127,7 @@ def load_upstream(settings: Settings) -> Upstream:
             f"{len(up.examples)}); use a fraction such as 0.25"
         )
     mask = heldout_mask(up.ids, int(size) if size >= 1 else size, seed=settings.heldout_seed)
-    return Upstream(examples=list(up.examples), digest=up.digest, heldout=mask,
-                    source=f"world {settings.world!r}")
+    return Upstream(examples=list(up.examples), digest=up.digest, heldout=mask, source=source)
 
 
 @dataclass
@@ -117,25 +151,48 @@ def job_context(settings: Settings, parent_version: int = 0) -> JobContext:
     return JobContext(tracker, registry, parent, upstream)
 
 
+def catalogue(settings: Settings) -> dict[str, Any]:
+    """The line's tasks by name: your catalogue (training.catalogue.CatalogueTask), or the
+    world's tasks (training.world TaskInfo); both have name, family and description."""
+    if settings.tasks:
+        from training.catalogue import load_catalogue
+        from training.errors import TrainingError
+
+        try:
+            return dict(load_catalogue(settings.tasks))
+        except TrainingError as e:
+            raise ServiceError(str(e)) from None
+    return dict(load_world(settings).tasks)
+
+
 def resolve_task(settings: Settings, ref: str) -> Task:
-    """An embedded task by name, or anything `training.data.load_task` takes (path, dataset)."""
+    """A task of the line's catalogue by name, or anything `training.data.load_task` takes
+    (a path, a dataset)."""
+    from training.data import TaskDataConfig, load_task
     from training.errors import TrainingError
 
-    world = load_world(settings)
-    if ref in world.tasks:
-        t = world.tasks[ref]
+    tasks = catalogue(settings)
+    if settings.tasks and ref in tasks:
+        entry = tasks[ref]
+        try:
+            data = load_task(entry.path, TaskDataConfig())
+        except TrainingError as e:
+            raise ServiceError(str(e)) from None
+        return _checked(ref, Task(name=entry.name, train=list(data.train), test=list(data.test),
+                                  digest=data.digest, family=entry.family,
+                                  description=entry.description))
+    if not settings.tasks and ref in tasks:  # a world preset's task
+        t = tasks[ref]
         return Task(name=t.name, train=list(t.train), test=list(t.test), digest=t.digest,
                     family=t.family, description=t.description, embedded=True)
     looks_like_path = os.sep in ref or Path(ref).suffix or Path(ref).exists()
     if not looks_like_path:
-        close = sorted(n for n in world.tasks if ref.split("_")[0] in n)[:5]
+        close = sorted(n for n in tasks if ref.split("_")[0] in n)[:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ServiceError(
-            f"unknown task {ref!r}{hint}: give an embedded task name from `ftctl world list` "
+            f"unknown task {ref!r}{hint}: give a task name from `ftctl tasks list` "
             "or a path to JSONL/CSV/parquet task data"
         )
-    from training.data import TaskDataConfig, load_task
-
     try:
         data = load_task(ref, TaskDataConfig())
     except TrainingError as e:
