@@ -62,6 +62,28 @@ class ReleaseRequest:
             raise ServiceError(f"unknown mode {self.mode!r}; use online or offline")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a request resolves to against the settings: the method, seed and steps in force, the
+    settings a job runs with, and the fine-tuning config (with the (1 + r) replay extension)."""
+
+    method: str
+    seed: int
+    steps: int
+    settings: Settings
+    config: dict[str, Any]
+
+
+def recipe(settings: Settings, req: ReleaseRequest) -> Recipe:
+    method = req.method or settings.method
+    seed = settings.seed if req.seed is None else req.seed
+    steps = req.steps or task_steps(settings)
+    settings = settings.replace(steps=steps, seed=seed)
+    ratio = 0.0 if method == "none" else settings.replay_ratio
+    return Recipe(method, seed, steps, settings,
+                  finetune_config(settings, replay_steps(steps, ratio), seed).to_dict())
+
+
 def release_job_id(settings: Settings, req: ReleaseRequest, ctx: JobContext, task: Task,
                    *, with_parent: bool = True) -> str:
     """The release's job id, derived from everything that determines its result: the task data,
@@ -72,12 +94,8 @@ def release_job_id(settings: Settings, req: ReleaseRequest, ctx: JobContext, tas
     with_parent=False gives the fingerprint of what the user asked for (the parent is where the
     @champion happened to be): a `--job-id` rerun after the champion moved is the same request,
     one for another task or method is not (`check_job_inputs`)."""
-    method = req.method or settings.method
-    seed = settings.seed if req.seed is None else req.seed
-    steps = req.steps or task_steps(settings)
-    settings = settings.replace(steps=steps, seed=seed)
-    ratio = 0.0 if method == "none" else settings.replay_ratio
-    cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
+    r = recipe(settings, req)
+    settings, method, cfg = r.settings, r.method, r.config
     return job_id_for(
         "release" if with_parent else "release-inputs", task=task.digest,
         parent=ctx.parent.version if with_parent else None, method=method, mode=req.mode,
@@ -97,12 +115,8 @@ def open_release(settings: Settings, req: ReleaseRequest,
     ctx = job_context(settings, req.parent_version)
     tracker, registry, parent, upstream = ctx.tracker, ctx.registry, ctx.parent, ctx.upstream
     task = resolve_task(settings, req.task)
-    method = req.method or settings.method
-    seed = settings.seed if req.seed is None else req.seed
-    steps = req.steps or task_steps(settings)
-    settings = settings.replace(steps=steps, seed=seed)
-    ratio = 0.0 if method == "none" else settings.replay_ratio
-    cfg = finetune_config(settings, replay_steps(steps, ratio), seed).to_dict()
+    r = recipe(settings, req)
+    settings, method, seed, steps, cfg = r.settings, r.method, r.seed, r.steps, r.config
     job_id = req.job_id or release_job_id(settings, req, ctx, task)
     inputs = release_job_id(settings, req, ctx, task, with_parent=False)
     check_job_inputs(tracker, job_id, inputs, f"a release of {task.name}")
