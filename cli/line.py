@@ -15,10 +15,14 @@ from cli.output import DebugOpt, JsonOpt, emit, handle_errors, say, table
 @handle_errors
 def init(
     world: Annotated[str, typer.Option(help="Embedded world: default (ftctl's own base model, N = 1,960), study (the same base, N = 3,150), tiny (tests) or smollm2 (a real pretrained LM).")] = "default",
-    model: Annotated[Path | None, typer.Option(help="Register this Hugging Face model directory as release 0 instead of the world's base model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Your base model, registered as release 0 instead of the world's: a save_pretrained directory (safetensors), or a hub name such as HuggingFaceTB/SmolLM2-135M where the network allows.")] = None,
     model_line: Annotated[str | None, typer.Option(help="Registered-model name / experiment of this line.")] = None,
     upstream: Annotated[Path | None, typer.Option(help="Your upstream set: a sample of what the model learned before (JSONL/JSON/CSV/parquet file(s) or a directory of them; `text` or `prompt`/`response` records, optional `id` and `source`). Needs --model.")] = None,
     tasks: Annotated[Path | None, typer.Option(help="Your task catalogue: a directory with one task file (or folder) per task and an optional tasks.toml (family, description).")] = None,
+    chat_template: Annotated[str | None, typer.Option(help="Instruction data through the tokenizer's chat template: auto (when it has one) or none.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per example for training and measuring (default: the world recipe's 256, else 1024; at most the model's context).")] = None,
+    long_records: Annotated[str | None, typer.Option(help="Upstream records longer than max-length: truncate (keep the last tokens; counted) or refuse.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the model's own modelling code (only for a source you trust).")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -28,10 +32,12 @@ def init(
 
     s = settings(world=world, model_line=model_line,
                  upstream=str(upstream.expanduser().resolve()) if upstream else None,
-                 tasks=str(tasks.expanduser().resolve()) if tasks else None)
-    emit(init_line(s, model_dir=model, progress=say), as_json,
+                 tasks=str(tasks.expanduser().resolve()) if tasks else None,
+                 chat_template=chat_template, max_length=max_length, long_records=long_records,
+                 trust_remote_code=trust_remote_code or None)
+    emit(init_line(s, model=model, progress=say), as_json,
          lambda r: say(f"model line {r['model_line']!r}: @champion = version {r['version']} "
-                       f"({r['upstream']})"))
+                       f"({r['upstream']}; {r.get('encoding', '')})"))
 
 
 line_app = typer.Typer(help="The model line: base model, upstream set, task catalogue.",
@@ -53,7 +59,9 @@ def line_show(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
             ["upstream set", f"{up['from']}: {up['examples']:,} examples, digest {up['digest'][:12]}, "
                              f"{up['heldout']:,} held out"],
             ["upstream sources", ", ".join(f"{k} {v}" for k, v in up["sources"].items())],
-            ["tasks", f"{d['tasks']['from']}: {d['tasks']['count']} tasks"]])
+            ["tasks", f"{d['tasks']['from']}: {d['tasks']['count']} tasks"],
+            ["encoding", f"{d['encoding']}, long records: {d['long_records']}"
+                         + (", trust_remote_code" if d["trust_remote_code"] else "")]])
 
     emit(describe_line(settings()), as_json, show)
 

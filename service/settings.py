@@ -47,6 +47,17 @@ class Settings:
     tasks: str = ""
     """Your task catalogue: a directory with one task file (or folder) per task and an optional
     tasks.toml; empty = the world's tasks. A task not in it can still be released by path."""
+    chat_template: str = "auto"
+    """Instruction data (`prompt`/`response`) through the tokenizer's chat template: auto (when
+    the tokenizer has one, as the study did) or none (prompt and response concatenated)."""
+    max_length: int = 0
+    """Tokens per example for training and measuring (at most the model's context); longer
+    upstream records and task examples keep their last max_length tokens. 0 = the world's recipe
+    (256), else 1024."""
+    long_records: str = "truncate"
+    """Records longer than max_length: truncate (counted and shown by `ftctl init`) or refuse."""
+    trust_remote_code: bool = False
+    """Let transformers run the model directory's own modelling code (off: it runs arbitrary code)."""
     method: str = "mf"
     """Default completion method for releases (see `ftctl forgetting evaluate`)."""
     k: int = 30
@@ -98,6 +109,12 @@ class Settings:
                 raise ServiceError(f"{f.name} must be a finite number, got {value}")
         if self.method not in RELEASE_METHODS:
             raise ServiceError(f"unknown method {self.method!r}; choose {method_help()}")
+        if self.chat_template not in ("auto", "none"):
+            raise ServiceError(f"chat_template must be auto or none, got {self.chat_template!r}")
+        if self.long_records not in ("truncate", "refuse"):
+            raise ServiceError(f"long_records must be truncate or refuse, got {self.long_records!r}")
+        if self.max_length < 0 or self.max_length == 1:
+            raise ServiceError(f"max_length must be >= 2 tokens (0 = the line's default), got {self.max_length}")
         if not 0 < self.replay_ratio <= 1:
             raise ServiceError(f"replay_ratio must be in (0, 1], got {self.replay_ratio}; e.g. 0.03125")
         if self.gate_max_heldout_forgetting <= 0:
@@ -207,8 +224,14 @@ def load_settings(
     return Settings(**typed, extra=values.get("extra", {}))
 
 
+# What `ftctl init` records in ftctl.toml: the line's data and how its examples are encoded (every
+# later job of the line reads them back, so rows stay comparable).
+LINE_KEYS = ("world", "upstream", "tasks", "model_line", "method", "chat_template", "max_length",
+             "long_records", "trust_remote_code")
+
+
 def save_settings(settings: Settings,
-                  keys: tuple[str, ...] = ("world", "upstream", "tasks", "model_line", "method")) -> Path:
+                  keys: tuple[str, ...] = LINE_KEYS) -> Path:
     """Persist the chosen keys to <workspace>/ftctl.toml (what `ftctl init` decided)."""
     settings.workspace.mkdir(parents=True, exist_ok=True)
     path = settings.workspace / "ftctl.toml"

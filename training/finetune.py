@@ -160,11 +160,12 @@ def finetune(
     callbacks : extra Lightning callbacks.
     progress : progress(step, total_steps, history entry) after each optimizer step.
     data : how task examples are tokenised (truncation rule, chat template, EOS; the shorter of
-        its and config's max_length); replay examples always use the defaults, left-truncated.
+        its and config's max_length); replay examples follow its chat template and EOS rule,
+        always left-truncated.
     checkpoint : resumable training (see CheckpointSpec); None keeps no checkpoint.
     """
     from training.mixture import ReplayMixture
-    from training.model import apply_lora
+    from training.model import apply_lora, context_length
     from training.module import CausalLMModule
 
     if not train:
@@ -183,12 +184,19 @@ def finetune(
             model.enable_input_require_grads()  # LoRA: frozen embeddings would cut the graph
     model.train()
 
+    # Never past the model's positions (a recipe's max_length may exceed a small model's context).
+    max_length = min(config.max_length, context_length(model) or config.max_length)
+
     def enc_replay(e: Example) -> tuple[list[int], list[int]]:
-        return encode(tokenizer, e, max_length=config.max_length)
+        # Upstream examples are encoded as they are measured: the task's chat-template and EOS
+        # rule, always left-truncated (an over-long upstream record is the line's, not an error).
+        return encode(tokenizer, e, max_length=max_length,
+                      chat_template=data.chat_template if data else True,
+                      add_eos=data.add_eos if data else True)
 
     mixture = ReplayMixture(
         train,
-        data.encoder(tokenizer, config.max_length) if data else enc_replay,
+        data.encoder(tokenizer, max_length) if data else enc_replay,
         encode_replay=enc_replay,
         pad_id=pad_id(tokenizer),
         seed=config.seed,
@@ -209,7 +217,7 @@ def finetune(
             tokenizer,
             total_steps=config.steps,
             examples_per_step=config.examples_per_step,
-            max_length=config.max_length,
+            max_length=max_length,
         )
         cbs.append(probe_cb)
     if progress is not None:

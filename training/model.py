@@ -17,6 +17,7 @@ unless asked. A directory holding a LoRA adapter (`adapter_config.json`) loads i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ from training.errors import TrainingError
 # A config dict without "model_type" is a LLaMA config: the architecture of the tiny test models
 # and of the embedded world's base model.
 DEFAULT_MODEL_TYPE = "llama"
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model's positions allow (`max_position_embeddings`), if it says."""
+    config = getattr(model, "config", None)
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(n) if n else None
 
 
 def _is_peft(model: Any) -> bool:
@@ -49,7 +57,7 @@ def load_model(
     device : move the model there (default: stay on CPU).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -86,16 +94,80 @@ def load_model(
         raise TrainingError(
             f"{path}: cannot load the model ({e}). Fix: check config.json."
         ) from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise TrainingError(
-            f"{path}: no usable tokenizer ({e}). Fix: save the tokenizer with "
-            "tokenizer.save_pretrained(dir) next to the model."
-        ) from None
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if device:
         model.to(device)
     return model, tokenizer
+
+
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name", as the Hugging Face hub spells it
+
+
+def fetch_model(name: str, dest: str | os.PathLike[str], *, trust_remote_code: bool = False,
+                timeout: float = 10.0) -> Path:
+    """Download hub model `name` ("org/name") into `dest` (safetensors, configs, tokenizer; the
+    repository's .py files only with `trust_remote_code`) and return `dest`.
+
+    Offline, or with the hub unreachable, it fails within about `timeout` seconds with the fix
+    (download where the network allows, pass the directory): nothing is half-written to `dest`.
+    """
+    from common.atomic import atomic_path
+
+    if not HUB_NAME.match(name):
+        raise TrainingError(f"{name!r} is neither a model directory nor a hub name like "
+                            "'HuggingFaceTB/SmolLM2-135M'. Fix: check the path or the name.")
+    dest = Path(dest)
+    if (dest / "config.json").exists():
+        return dest  # fetched before: hub snapshots are immutable per name + revision we keep
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+    patterns += ["*.py"] if trust_remote_code else []
+    try:
+        with atomic_path(dest) as tmp:
+            snapshot_download(name, local_dir=str(tmp), allow_patterns=patterns,
+                              etag_timeout=timeout)
+            if not any(tmp.glob("*.safetensors")):
+                raise TrainingError(
+                    f"hub model {name} has no safetensors weights (pickle weights are never "
+                    "loaded). Fix: pick a revision with safetensors, or convert it in a trusted "
+                    "environment and pass the directory.")
+    except TrainingError:
+        raise
+    except Exception as e:  # offline, DNS, 401/404: huggingface_hub raises many kinds
+        raise TrainingError(
+            f"cannot download {name} from the Hugging Face hub ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160]}). Fix: where the network allows, run "
+            f"`huggingface-cli download {name} --local-dir DIR` (or save_pretrained) and pass "
+            "--model DIR.") from None
+    return dest
+
+
+def load_tokenizer(path: str | os.PathLike[str], *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer saved in a model directory (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise TrainingError(
+            f"{path}: no usable tokenizer ({str(e).splitlines()[0][:200]}). Fix: save the "
+            "tokenizer with tokenizer.save_pretrained(dir) next to the model."
+        ) from None
+
+
+def directory_context(path: str | os.PathLike[str]) -> int | None:
+    """The context length a model directory's config.json declares, without loading weights."""
+    import json
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def _load_adapter(path: Path, **kw: Any) -> tuple[Any, Any]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from training.data import IGNORE, Example, encode, pad_batch, pad_id
+from training.model import context_length
 
 # Part of every cached NLL's key (training.cache.NllCache): bump it whenever a change to
 # measure_nll changes the numbers it returns (tokenisation, masking, precision, reduction), so
@@ -144,8 +145,8 @@ def measure_nll(
     examples : what to measure.
     batch_size : examples per forward pass for the longest examples; shorter ones share the
         same token budget (batch_size x longest length), so more of them go per pass.
-    max_length : left-truncate longer examples to this many tokens (default: the model's
-        `max_position_embeddings`, else 1024).
+    max_length : left-truncate longer examples to this many tokens (default and upper bound:
+        the model's `max_position_embeddings`; 1024 when it does not say).
     progress : called as progress(done, total) after each batch.
     chat_template : apply the tokenizer's chat template to instruction prompts (as in training).
     add_eos : the EOS after the response / text is a target token (as in training).
@@ -166,8 +167,9 @@ def measure_nll(
     out = np.full(n, np.nan, dtype=np.float64)
     if n == 0:
         return out
-    if max_length is None:
-        max_length = int(getattr(model.config, "max_position_embeddings", 0) or 1024)
+    context = context_length(model)
+    # Never past the model's positions: a longer window would index embeddings that do not exist.
+    max_length = min(max_length or context or 1024, context or max_length or 1024)
     home = _device(model)
     dev, autocast = resolve_device(home, device, bf16)
     if dev != home and device == "auto" and not _movable(model):

@@ -230,3 +230,13 @@ def read_upstream(source: str | os.PathLike[str], *,
     for e in kept:
         counts[e.source] = counts.get(e.source, 0) + 1
     return UpstreamRead(UpstreamSet(kept), len(examples) - len(kept), counts)
+
+
+def over_long(examples: Sequence[Example], tokenizer: Any, max_length: int, *,
+              chat_template: bool = True) -> list[str]:
+    """Ids of the examples whose encoding (as trained and measured: chat template, EOS) is
+    longer than `max_length` tokens, i.e. that training and measurement would left-truncate."""
+    from training.data import encode
+
+    return [e.id for e in examples
+            if len(encode(tokenizer, e, max_length=2**62, chat_template=chat_template)[0]) > max_length]

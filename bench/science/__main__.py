@@ -134,7 +134,7 @@ class Bench:
 
         world = self.world()
         base = ensure_base_model(world, self.base_cache)
-        init_line(self.settings, model_dir=Path(base), progress=self.say)
+        init_line(self.settings, model=Path(base), progress=self.say)
         tasks = self.stat_tasks()
         t0 = time.perf_counter()
         res = collect_stats(self.settings, tasks, progress=self.say, workers=self.workers)

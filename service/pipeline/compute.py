@@ -61,10 +61,11 @@ class TrainOutcome:
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
     """The line's fine-tuning recipe (a world preset's suggestion; FinetuneConfig's defaults for
     a line of your own data), overridden by what the settings set explicitly."""
-    from service.pipeline.inputs import line_recipe
+    from service.pipeline.inputs import encoding, line_recipe
     from training.config import FinetuneConfig, LoraSettings
 
     fields: dict[str, Any] = line_recipe(settings)
+    fields["max_length"] = encoding(settings).max_length
     if settings.lr:
         fields["lr"] = settings.lr
     if settings.batch_size:
@@ -126,9 +127,9 @@ def train_and_measure(
     progress: Callable[..., None] | None = None,
     measure_progress: Callable[[int, int], None] | None = None,
 ) -> TrainOutcome:
-    from service.pipeline.inputs import load_upstream, resolve_task
+    from service.pipeline.inputs import encoding, load_model_for, load_upstream, resolve_task
     from training.finetune import CheckpointSpec, ReplaySpec, finetune
-    from training.model import load_model, save_model
+    from training.model import save_model
     from training.nll import measure_nll
 
     if spec.num_threads:
@@ -138,8 +139,10 @@ def train_and_measure(
     t0 = time.perf_counter()
     upstream = load_upstream(spec.settings)
     task = resolve_task(spec.settings, spec.task_ref)
-    model, tok = load_model(spec.model_dir)
-    test_before = float(np.mean(measure_nll(model, tok, task.test)))
+    enc = encoding(spec.settings)
+    options = enc.nll_options()
+    model, tok = load_model_for(spec.settings, spec.model_dir)
+    test_before = float(np.mean(measure_nll(model, tok, task.test, **options)))
     replay = None
     if spec.replay_ratio > 0:
         excluded = frozenset(np.asarray(upstream.ids)[upstream.heldout].tolist())
@@ -152,11 +155,12 @@ def train_and_measure(
                               stop_at=spec.stop_at, name=spec.checkpoint_name,
                               fallback=spec.checkpoint_fallback)
     result = finetune(model, tok, task.train, cfg, replay=replay, logger=logger,
-                      progress=progress, checkpoint=ckpt)
+                      progress=progress, checkpoint=ckpt, data=enc.task_config())
     model = result.model
-    test_after = float(np.mean(measure_nll(model, tok, task.test)))
+    test_after = float(np.mean(measure_nll(model, tok, task.test, **options)))
     examples = [upstream.examples[i] for i in spec.measure]
-    after = measure_nll(model, tok, examples, progress=measure_progress) if examples else np.zeros(0)
+    after = (measure_nll(model, tok, examples, progress=measure_progress, **options)
+             if examples else np.zeros(0))
     if spec.save_dir:
         with atomic_path(spec.save_dir) as tmp:  # replaces what a rerun of this stage saved before
             save_model(model, tok, tmp)

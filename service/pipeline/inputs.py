@@ -89,6 +89,46 @@ def line_recipe(settings: Settings) -> dict[str, Any]:
     return dict(load_world(settings).base_model_spec.finetune)
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How the line turns an example into tokens, for training and for measuring alike: rows
+    measured with another encoding are not comparable, so `ftctl init` records it."""
+
+    max_length: int  # tokens kept per example (the last ones), at most the model's context
+    chat_template: bool  # instruction prompts through the tokenizer's chat template (if it has one)
+    refuse_long: bool  # a task example longer than max_length is an error, not truncated
+
+    def describe(self) -> str:
+        return f"max_length={self.max_length} chat_template={'auto' if self.chat_template else 'none'}"
+
+    def task_config(self) -> Any:
+        from training.data import TaskDataConfig
+
+        return TaskDataConfig(max_length=self.max_length, chat_template=self.chat_template,
+                              truncation="error" if self.refuse_long else "left")
+
+    def nll_options(self) -> dict[str, Any]:
+        """The keyword arguments of training.nll.measure_nll (and NllCache) for this encoding."""
+        return {"max_length": self.max_length, "chat_template": self.chat_template}
+
+
+def encoding(settings: Settings) -> Encoding:
+    """The line's encoding: the settings' max_length, else the world recipe's, else 1024."""
+    length = settings.max_length or int(line_recipe(settings).get("max_length", 1024))
+    return Encoding(length, settings.chat_template == "auto", settings.long_records == "refuse")
+
+
+def load_model_for(settings: Settings, model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """A model of this line (training.model.load_model with the line's trust_remote_code)."""
+    from training.errors import TrainingError
+    from training.model import load_model
+
+    try:
+        return load_model(model_dir, trust_remote_code=settings.trust_remote_code)
+    except TrainingError as e:
+        raise ServiceError(str(e)) from None
+
+
 def _stamp(path: str) -> tuple[tuple[str, int, int], ...]:
     """What identifies the files' contents cheaply: name, size and mtime of each file."""
     root = Path(path)
@@ -168,14 +208,14 @@ def catalogue(settings: Settings) -> dict[str, Any]:
 def resolve_task(settings: Settings, ref: str) -> Task:
     """A task of the line's catalogue by name, or anything `training.data.load_task` takes
     (a path, a dataset)."""
-    from training.data import TaskDataConfig, load_task
+    from training.data import load_task
     from training.errors import TrainingError
 
     tasks = catalogue(settings)
     if settings.tasks and ref in tasks:
         entry = tasks[ref]
         try:
-            data = load_task(entry.path, TaskDataConfig())
+            data = load_task(entry.path, encoding(settings).task_config())
         except TrainingError as e:
             raise ServiceError(str(e)) from None
         return _checked(ref, Task(name=entry.name, train=list(data.train), test=list(data.test),
@@ -194,7 +234,7 @@ def resolve_task(settings: Settings, ref: str) -> Task:
             "or a path to JSONL/CSV/parquet task data"
         )
     try:
-        data = load_task(ref, TaskDataConfig())
+        data = load_task(ref, encoding(settings).task_config())
     except TrainingError as e:
         raise ServiceError(str(e)) from None
     return _checked(ref, Task(name=data.name, train=list(data.train), test=list(data.test),
@@ -223,7 +263,7 @@ def nll_cache(settings: Settings, key: str, upstream: Upstream) -> Any:
     precision and the evaluator's code version, so a value is never served for another setup."""
     from training.cache import NllCache
 
-    return NllCache(settings.cache_dir / "nll", key, upstream.digest)
+    return NllCache(settings.cache_dir / "nll", key, upstream.digest, **encoding(settings).nll_options())
 
 
 def load_or_measure_nll(settings: Settings, key: str, upstream: Upstream, model_dir: Path,
@@ -234,7 +274,5 @@ def load_or_measure_nll(settings: Settings, key: str, upstream: Upstream, model_
     cached = cache.get(upstream.examples)
     if cached is not None:
         return cached
-    from training.model import load_model
-
-    model, tok = load_model(model_dir)
+    model, tok = load_model_for(settings, model_dir)
     return cache.measure(model, tok, upstream.examples, progress=progress)

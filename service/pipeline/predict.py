@@ -36,14 +36,20 @@ from service.tracking.store import TAG, Tracker
 
 
 def embeddings(settings: Settings, upstream: Upstream, task_names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """MiniLM embeddings of the upstream examples and of the named tasks (cached on disk)."""
-    from training.world.embeddings import embed_texts, example_text, task_embeddings
+    """MiniLM embeddings of the upstream examples and of the named tasks (cached on disk): a
+    world preset's tasks in one batch, any other task (your catalogue's, a path) from its own
+    training examples."""
+    from training.world.embeddings import embed_texts, example_text, task_embedding, task_embeddings
 
     cache = settings.cache_dir / "embeddings"
-    world = load_world(settings)
     ex = embed_texts([example_text(e) for e in upstream.examples], cache)
-    known = [t for t in task_names if t in world.tasks]
-    return ex, task_embeddings(world, cache, known)
+    world = None if settings.tasks else load_world(settings)
+    preset = [t for t in task_names if world is not None and t in world.tasks]
+    by_task = task_embeddings(world, cache, preset) if preset else {}
+    for name in task_names:
+        if name not in by_task:
+            by_task[name] = task_embedding(resolve_task(settings, name).train, cache)
+    return ex, by_task
 
 
 def make_method(settings: Settings, method: str, upstream: Upstream) -> Any:

@@ -35,7 +35,15 @@ from service.pipeline.compute import (
     task_steps,
     train_and_measure,
 )
-from service.pipeline.inputs import Upstream, job_context, load_upstream, nll_cache, resolve_task
+from service.pipeline.inputs import (
+    Upstream,
+    encoding,
+    job_context,
+    load_model_for,
+    load_upstream,
+    nll_cache,
+    resolve_task,
+)
 from service.pipeline.stats import log_inputs, log_training, stats_job_id, stats_tags
 from service.settings import Settings
 from service.tracking.jobs import end_job, finished_result, run_job, start_job
@@ -56,18 +64,19 @@ def shard_bounds(n: int, index: int, count: int) -> tuple[int, int]:
 
 # -- the generic halves: one slice measured under named models; slices merged back ------------
 
-def measure_slice(upstream: Upstream, models: Mapping[str, Path], index: int,
+def measure_slice(settings: Settings, upstream: Upstream, models: Mapping[str, Path], index: int,
                   count: int) -> dict[str, Any]:
-    """gpu: NLL of slice `index` of `count` under each named model directory (side-effect free:
-    a redelivered shard simply runs again). JSON-ready: it travels as a Celery result."""
-    from training.model import load_model
+    """gpu: NLL of slice `index` of `count` under each named model directory, in the line's
+    encoding (side-effect free: a redelivered shard simply runs again). JSON-ready: it travels
+    as a Celery result."""
     from training.nll import measure_nll
 
     lo, hi = shard_bounds(upstream.n, int(index), int(count))
     values = {}
+    options = encoding(settings).nll_options()
     for name, model_dir in models.items():
-        model, tok = load_model(model_dir)
-        values[name] = [float(x) for x in measure_nll(model, tok, upstream.examples[lo:hi])]
+        model, tok = load_model_for(settings, model_dir)
+        values[name] = [float(x) for x in measure_nll(model, tok, upstream.examples[lo:hi], **options)]
     return {"index": int(index), "start": lo, "stop": hi, "digest": upstream.digest, "values": values}
 
 
@@ -144,7 +153,7 @@ def measure(settings: Settings, state: dict[str, Any], index: int, count: int) -
             with atomic_path(local, keep_existing=True) as tmp:
                 got.rename(tmp)
     parent = registry.local_dir(registry.get(int(state["parent_version"])))
-    return {"state": state, **measure_slice(upstream, {"before": parent, "after": local}, index, count)}
+    return {"state": state, **measure_slice(settings, upstream, {"before": parent, "after": local}, index, count)}
 
 
 def merge(settings: Settings, shards: list[dict[str, Any]], say: Say = lambda _m: None) -> dict[str, Any]:
@@ -180,7 +189,7 @@ def measure_version_slice(settings: Settings, version: int, index: int, count: i
     """gpu: NLL of slice `index` of `count` under a registered version."""
     registry = Registry(Tracker(settings))
     model_dir = registry.local_dir(registry.get(int(version)))
-    return measure_slice(load_upstream(settings), {"nll": model_dir}, index, count)
+    return measure_slice(settings, load_upstream(settings), {"nll": model_dir}, index, count)
 
 
 def merge_version(settings: Settings, shards: list[dict[str, Any]], job_id: str, version: int,

@@ -36,6 +36,17 @@ def check_digest(model_line: str, parent: Version, digest: str, source: str) -> 
             "the upstream set the line was initialised with, or start a new line with --model-line")
 
 
+def check_encoding(model_line: str, base: Version, encoding: str) -> None:
+    """Rows are comparable only within one encoding of the examples (max_length, chat template):
+    refuse a line's data under another one."""
+    recorded = base.tags.get(TAG + "encoding")
+    if recorded and recorded != encoding:
+        raise ServiceError(
+            f"model line {model_line!r} encodes examples with {recorded}; this asks for "
+            f"{encoding}. Rows of the two are not comparable. Fix: keep the line's settings, or "
+            "start a new line with --model-line NAME")
+
+
 def train_key(task_digest: str, parent_version: int, finetune: Mapping[str, Any], digest: str,
               model_line: str) -> str:
     """Identity of a plain (no-replay) fine-tune of a task from a parent with one recipe and seed

@@ -95,6 +95,7 @@ def test_a_line_of_the_users_own_model_data_and_tasks(user: Path, tmp_path: Path
     line = ok(ws, "line", "show")
     assert line["upstream"]["sources"] == {"stories": 90, "qa-pairs": 2 * len(WORDS)}
     assert line["tasks"]["count"] == 3 and line["champion"] == 1
+    assert line["encoding"] == "max_length=1024 chat_template=auto" == init["encoding"]
     rows = ok(ws, "stats", "collect", "--all")
     assert sorted(r["task"] for r in rows) == ["answer", "count", "echo"]
     assert all("error" not in r for r in rows)
@@ -109,6 +110,31 @@ def test_a_line_of_the_users_own_model_data_and_tasks(user: Path, tmp_path: Path
     code, _, err = ftctl(ws, "init", "--model", str(user / "model"), "--upstream", str(other),
                          "--model-line", "mine")
     assert code == 1 and "--model-line" in err
+    # ... and so does one that would encode examples differently (rows would not compare).
+    code, _, err = ftctl(ws, "init", "--model", str(user / "model"), "--upstream",
+                         str(user / "upstream"), "--model-line", "mine", "--chat-template", "none")
+    assert code == 1 and "chat_template=auto" in err and "--model-line" in err
+
+
+def test_long_records_are_counted_or_refused(user: Path, tmp_path: Path) -> None:
+    rng = random.Random(1)
+    upstream = write_jsonl(tmp_path / "up.jsonl", [{"text": sentence(rng)} for _ in range(110)]
+                           + [{"text": " ".join(sentence(rng) for _ in range(6))} for _ in range(12)])
+    from training.model import load_tokenizer
+    from training.upstream import UpstreamSet, over_long
+
+    tok = load_tokenizer(user / "model")
+    ups = UpstreamSet.load(upstream)
+    expected = len(over_long(ups.examples, tok, 48))
+    assert 12 <= expected < len(ups)  # the six-sentence records, and maybe a few long sentences
+    code, _, err = ftctl(tmp_path / "ws1", "init", "--model", str(user / "model"), "--upstream",
+                         str(upstream), "--max-length", "48", "--long-records", "refuse")
+    assert code == 1 and f"{expected} of {len(ups)} upstream records are longer than 48" in err
+    assert "--long-records truncate" in err
+    init = ok(tmp_path / "ws2", "init", "--model", str(user / "model"), "--upstream", str(upstream),
+              "--max-length", "48")
+    assert init["truncated_records"] == expected and init["encoding"].startswith("max_length=48 ")
+    assert "max_length = 48" in (tmp_path / "ws2" / "ftctl.toml").read_text()  # recorded
 
 
 def bad_upstreams(root: Path) -> list[tuple[Path, str]]:
@@ -139,6 +165,26 @@ def test_every_validation_error_names_the_fix_and_registers_nothing(user: Path, 
     code, _, err = ftctl(ws, "init", "--model", str(user / "model"), "--upstream",
                          str(user / "upstream"), "--tasks", str(tmp_path / "nowhere"))
     assert code == 1 and "no such task directory" in err
+    code, _, err = ftctl(ws, "init", "--model", str(tmp_path / "no-model"), "--upstream",
+                         str(user / "upstream"))
+    assert code == 1 and "not a Hugging Face model directory" in err
+    # A hub name with no network fails fast with the fix (HF_HUB_OFFLINE: whatever this machine's
+    # network, nothing is fetched).
+    import os
+    import time
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        t0 = time.monotonic()
+        code, _, err = ftctl(ws, "init", "--model", "HuggingFaceTB/SmolLM2-135M", "--upstream",
+                             str(user / "upstream"))
+    finally:
+        del os.environ["HF_HUB_OFFLINE"]
+    assert code == 1 and "--local-dir" in err and time.monotonic() - t0 < 30, err
+    assert not (ws / "models" / "hub" / "HuggingFaceTB--SmolLM2-135M").exists()
+    code, _, err = ftctl(ws, "init", "--model", str(user / "model"), "--upstream",
+                         str(user / "upstream"), "--chat-template", "maybe")
+    assert code == 1 and "chat_template must be auto or none" in err
     # Nothing was registered and no model line was left behind.
     from service.settings import load_settings
     from service.tracking.store import Tracker

@@ -207,3 +207,24 @@ def test_chunk_boundaries_do_not_change_values(tok, model, monkeypatch):
     ref = np.array([reference_nll(model, tok, e) for e in EXAMPLES])
     np.testing.assert_allclose(chunked, ref, atol=1e-5, rtol=0)
     assert calls[-1] == 7
+
+
+def test_max_length_never_passes_the_models_context(tok):
+    """A line's max_length (1024) above a model's positions (16) measures the last 16 tokens,
+    instead of indexing position embeddings that do not exist."""
+    short = tiny_model(tok, max_position_embeddings=16)
+    long_text = [Example.text("the quick brown fox jumps over the lazy dog. " * 4)]
+    assert len(encode(tok, long_text[0], max_length=10**6)[0]) > 16
+    at_context = measure_nll(short, tok, long_text, max_length=16)
+    assert np.isfinite(at_context).all()
+    np.testing.assert_allclose(measure_nll(short, tok, long_text, max_length=1024), at_context)
+    np.testing.assert_allclose(measure_nll(short, tok, long_text), at_context)
+
+
+def test_over_long_counts_what_would_be_truncated(tok):
+    from training.upstream import over_long
+
+    examples = [Example.text("the cat sat."), Example.text("the quick brown fox " * 20)]
+    lengths = [len(encode(tok, e, max_length=10**6)[0]) for e in examples]
+    assert over_long(examples, tok, max(lengths)) == []
+    assert over_long(examples, tok, min(lengths)) == [examples[1].id]
