@@ -235,7 +235,7 @@ def training_speed(
     skip = 5  # start-up and the first steps are not steady state
     toks = sum(t for _, t in marks[skip + 1 :])
     dt = marks[-1][0] - marks[skip][0]
-    raw = raw_training_loop(tok, examples, args, skip)
+    raw = raw_training_loop(model, tok, examples, args, skip)
     return {
         "raw_torch_loop_tokens_per_s": raw,
         "tokens_per_s": toks / dt,
@@ -245,15 +245,20 @@ def training_speed(
     }
 
 
-def raw_training_loop(tok: Any, examples: list[Any], args: argparse.Namespace, skip: int) -> float:
-    """Baseline for training speed: plain torch AdamW steps on the same batches, no Lightning."""
+def raw_training_loop(model: Any, tok: Any, examples: list[Any], args: argparse.Namespace,
+                      skip: int) -> float:
+    """Baseline for training speed: plain torch AdamW steps on the same batches, no Lightning,
+    on a copy of the same model (full fine-tuning)."""
+    import copy
+
     import torch
 
     from training.data import encode, pad_batch
-    from training.model import build_model
 
     dev = "cuda" if args.device == "cuda" else "cpu"
-    model = build_model({**MODEL, "eos_token_id": tok.eos_token_id}, seed=0).to(dev)
+    model = copy.deepcopy(model).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     enc = [encode(tok, e, max_length=args.max_length) for e in examples]
     toks, t0 = 0, 0.0
@@ -286,6 +291,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-steps", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="N = 500 and 2,000, 15 training steps")
+    p.add_argument("--model", help="a save_pretrained directory to measure (with its tokenizer) "
+                   "instead of the built 128-wide LLaMA, e.g. SmolLM2-135M")
     args = p.parse_args()
     if args.quick:
         args.n, args.n_big, args.train_steps = 500, 2000, 15
@@ -299,7 +306,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     texts, text_source = paragraphs(args.n_big)
-    tok = make_tokenizer(texts)
+    if args.model:
+        from training.model import load_model
+
+        model, tok = load_model(args.model)
+    else:
+        tok = make_tokenizer(texts)
+        model = build_model(
+            {**MODEL, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}, seed=0
+        )
     examples = [Example.text(t, "bench") for t in texts]
     while len(examples) < args.n_big:  # too few paragraphs: reuse them under distinct ids
         examples.append(
@@ -307,9 +322,6 @@ def main() -> None:
         )
     small = examples[: args.n]
     lengths = [len(encode(tok, e, max_length=args.max_length)[0]) for e in small]
-    model = build_model(
-        {**MODEL, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}, seed=0
-    )
     model.to(args.device)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 naive loops stay exact references
@@ -342,7 +354,8 @@ def main() -> None:
         else f"cpu x {args.threads} threads",
         "torch": torch.__version__,
         "text": text_source,
-        "model": {**MODEL, "params": sum(p.numel() for p in model.parameters())},
+        "model": {**({"dir": args.model} if args.model else MODEL),
+                  "params": sum(p.numel() for p in model.parameters())},
         "n": args.n,
         "max_length": args.max_length,
         "batch_size": args.batch_size,

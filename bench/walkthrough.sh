@@ -21,27 +21,7 @@ step() { local name=$1; shift; local t0=$SECONDS; "$@" > "$DIR/$name.log" 2>&1; 
 
 # 0. The user's files.
 step model $PY -c "from training.world.smollm2 import convert_gguf; convert_gguf('$DIR/model')"
-step data $PY - "$DIR" <<'EOF'
-import json, random, sys
-from pathlib import Path
-from training.world import load_world
-out = Path(sys.argv[1])
-w = load_world("default")
-rng = random.Random(0)
-examples = rng.sample(w.upstream.examples, 600)          # "a sample of what the model learned"
-with (out / "upstream.jsonl").open("w") as f:
-    for e in examples:
-        f.write(json.dumps({"text": e.response, "source": e.source}) + "\n")
-(out / "tasks").mkdir()
-def dump(name, task, path):
-    with path.open("w") as f:
-        for e in [*task.train, *task.test]:
-            rec = {"prompt": e.prompt, "response": e.response} if e.prompt else {"text": e.response}
-            f.write(json.dumps(rec) + "\n")
-for name in ("translate_fra", "wn_noun_food", "py_io", "bible_law"):
-    dump(name, w.tasks[name], out / "tasks" / f"{name}.jsonl")
-dump("new", w.tasks["translate_deu"], out / "new_task.jsonl")
-EOF
+step data $PY -m bench.user_data "$DIR"
 
 # 1-5. The release loop on the user's line.
 step init $FTCTL init --model "$DIR/model" --upstream "$DIR/upstream.jsonl" --tasks "$DIR/tasks"

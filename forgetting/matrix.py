@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,11 @@ class ForgettingMatrix:
     @classmethod
     def from_rows(
         cls,
-        rows: Sequence[tuple[RowMeta, Sequence[str], Any]],
+        rows: Iterable[tuple[RowMeta, Sequence[str], Any]],
         digest: str,
         example_ids: Sequence[str] | None = None,
+        *,
+        n_rows: int | None = None,
     ) -> ForgettingMatrix:
         """Build a matrix from rows measured on possibly different column orders or subsets.
 
@@ -139,25 +141,53 @@ class ForgettingMatrix:
         which a row was measured does not matter. Columns = `example_ids` when given (ids
         outside it are refused), else the union of all ids in order of first appearance.
         Columns a row did not measure are NaN.
+
+        Streaming: with `example_ids` and `n_rows`, `rows` may be a generator that loads each
+        row when asked; the (n_rows, N) float32 block is the only full-size array, and a row
+        logged in column order is copied without any per-id lookup (M = 200 x N = 10^6 in
+        bench/scale.py).
         """
+        if n_rows is None or example_ids is None:
+            rows = list(rows)
+            n_rows = len(rows)
         if example_ids is None:
             order: dict[str, None] = {}
             for _, ids, _ in rows:
                 order.update(dict.fromkeys(map(str, ids)))
             example_ids = list(order)
-        mixed = sorted({m.digest for m, _, _ in rows if m.digest and m.digest != digest})
-        if mixed:
-            raise ForgettingError(
-                f"rows were measured on upstream set(s) {mixed}, the matrix is {digest!r}; rows are "
-                "comparable only within one upstream set: measure them on the same set."
-            )
         columns = cls(np.zeros((0, len(example_ids)), np.float32), list(example_ids), [], digest)
-        block = np.full((len(rows), len(example_ids)), np.nan, dtype=np.float32)
+        in_order = np.asarray(columns.example_ids, dtype=object)
+        block = np.full((n_rows, len(example_ids)), np.nan, dtype=np.float32)
+        metas: list[RowMeta] = []
         for i, (meta, ids, vals) in enumerate(rows):  # one vectorised scatter per row
-            block[i, columns._row_columns(ids, meta.key)] = _as_row(
-                vals, len(ids), f"row {meta.key!r}"
-            )
-        return cls(block, columns.example_ids, [meta for meta, _, _ in rows], digest)
+            if i >= n_rows:
+                raise ForgettingError(f"more rows than n_rows={n_rows}; pass the right count.")
+            if meta.digest and meta.digest != digest:
+                raise ForgettingError(
+                    f"row {meta.key!r} was measured on upstream set {meta.digest!r}, the matrix is "
+                    f"{digest!r}; rows are comparable only within one upstream set: measure them "
+                    "on the same set.")
+            values = _as_row(vals, len(ids), f"row {meta.key!r}")
+            if len(ids) == len(in_order) and np.array_equal(np.asarray(ids, dtype=object), in_order):
+                block[i] = values  # logged in column order (every ftctl row is)
+            else:
+                block[i, columns._row_columns(ids, meta.key)] = values
+            metas.append(meta)
+        if len(metas) != n_rows:
+            raise ForgettingError(f"{len(metas)} rows for n_rows={n_rows}; pass the right count.")
+        return cls._trusted(block, columns, metas, digest)
+
+    @classmethod
+    def _trusted(cls, values: np.ndarray, columns: ForgettingMatrix, rows: list[RowMeta],
+                 digest: str) -> ForgettingMatrix:
+        """A matrix on the already-checked columns of `columns` (skips re-validating N ids)."""
+        keys = [r.key for r in rows]
+        if len(set(keys)) != len(keys):
+            raise ForgettingError("row keys are not unique; give every row its own key.")
+        out = cls.__new__(cls)
+        out.values, out.example_ids, out.rows, out.digest = values, columns.example_ids, rows, digest
+        out._index = columns._index
+        return out
 
     def column_index(self, ids: Sequence[str]) -> np.ndarray:
         """Column positions of `ids` (int64); unknown ids raise `ForgettingError`."""

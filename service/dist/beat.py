@@ -154,7 +154,7 @@ def refit(task: Any) -> dict[str, Any]:
     from service.pipeline.inputs import load_upstream
     from service.pipeline.predict import make_method
     from service.tracking.jobs import job_id_for, run_job
-    from service.tracking.matrix import assemble
+    from service.tracking.matrix import choose_rows, load_rows
     from service.tracking.registry import Registry
     from service.tracking.store import TAG, RunHandle, Tracker
 
@@ -164,27 +164,34 @@ def refit(task: Any) -> dict[str, Any]:
     upstream = load_upstream(settings)
     method = settings.completion_method
     need = make_method(settings, method, upstream).min_rows
-    got = assemble(tracker, upstream, base_version=champion.version, min_rows=need)
-    rows = got.matrix.values.shape[0]
+    got = choose_rows(tracker, upstream, base_version=champion.version, min_rows=need)
+    rows = len(got.runs)
     if rows < need:
         return {"action": "skipped", "reason": f"{method} needs {need} rows, the matrix "
                 f"has {rows}; the stats schedule grows it"}
-    job_id = job_id_for("refit", rows=sorted(r.key for r in got.matrix.rows), method=method)
+    job_id = job_id_for("refit", rows=sorted(got.keys), method=method)
 
     def body(run: RunHandle) -> dict[str, Any]:
         t0 = time.perf_counter()
         completer(settings, tracker, upstream, method, champion.version)
         seconds = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as tmp:
-            got.matrix.save(Path(tmp) / "forgetting.npz")
-            run.log_artifacts(Path(tmp), "matrix")
+        run.log_dict({"rows": got.keys, "note": got.note}, "matrix/rows.json")
+        if rows * upstream.n * 4 <= MATRIX_ARTIFACT_BYTES:  # a snapshot to review; larger ones
+            with tempfile.TemporaryDirectory() as tmp:   # are rebuilt from rows.json's runs
+                load_rows(tracker, upstream, got).matrix.save(Path(tmp) / "forgetting.npz")
+                run.log_artifacts(Path(tmp), "matrix")
         run.log_metrics({"rows": float(rows), "fit_seconds": seconds})
-        return {"method": method, "rows": rows, "columns": int(got.matrix.values.shape[1]),
+        return {"method": method, "rows": rows, "columns": upstream.n,
                 "fit_seconds": seconds, "note": got.note, "champion": champion.version}
 
     return run_job(tracker, kind="refit", job_id=job_id, name=f"refit:{method}",
                    tags={TAG + "digest": upstream.digest, TAG + "base_version": str(champion.version)},
                    body=body)
+
+
+# The refit logs the matrix it fitted as an .npz up to this size (256 MB: 64 rows x 10^6 examples);
+# beyond it only the run ids of its rows, from which `load_rows` rebuilds it.
+MATRIX_ARTIFACT_BYTES = 256 * 2**20
 
 
 def register(app: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from common.atomic import atomic_path
 from service.pipeline.inputs import Upstream
 from service.settings import Settings
-from service.tracking.matrix import assemble
+from service.tracking.matrix import RowChoice, choose_rows, load_rows
 from service.tracking.store import Tracker
 
 
@@ -21,6 +21,7 @@ class Completion:
     method: str  # the method used
     note: str  # how the rows were chosen (and why it fell back), shown to the user
     fallback: str | None  # why the requested method was not used; None = it was
+    rows: list[str]  # the run ids of the rows it was fitted on (empty for `random`)
 
 
 def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: str,
@@ -37,8 +38,8 @@ def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: 
     from service.pipeline.predict import make_method
 
     comp = make_method(settings, method, upstream)
-    matrix, note = known_matrix(tracker, upstream, parent_version, comp.min_rows, task_name, rows)
-    n = matrix.values.shape[0]
+    choice = known_rows(tracker, upstream, parent_version, comp.min_rows, task_name, rows)
+    n, note = len(choice.runs), choice.note
     why = None
     if n < comp.min_rows:
         fallback = "additive" if n >= make_completer("additive").min_rows else "random"
@@ -47,27 +48,27 @@ def completer(settings: Settings, tracker: Tracker, upstream: Upstream, method: 
         method = fallback
         comp = make_completer(fallback) if fallback != "random" else None
     if comp is not None:
-        comp = _fit_cached(settings, comp, method, matrix, upstream.digest)
-    return Completion(model=comp, method=method, note=note, fallback=why)
+        comp = _fit_cached(settings, comp, method, tracker, upstream, choice)
+    return Completion(model=comp, method=method, note=note, fallback=why, rows=choice.keys)
 
 
-def known_matrix(tracker: Tracker, upstream: Upstream, parent_version: int, min_rows: int,
-                 task_name: str = "", rows: list[str] | None = None) -> tuple[Any, str]:
+def known_rows(tracker: Tracker, upstream: Upstream, parent_version: int, min_rows: int,
+               task_name: str = "", rows: list[str] | None = None) -> RowChoice:
     """The rows a release completes from: the matrix besides its own task — or exactly the rows
     (run ids) `begin` chose, so that statistics jobs finishing mid-release change nothing."""
-    got = assemble(tracker, upstream, base_version=parent_version, min_rows=min_rows,
-                   exclude_tasks=frozenset({task_name}) if task_name else frozenset())
-    if rows is None:
-        return got.matrix, got.note
-    keep = [r.key for r in got.matrix.rows if r.key in set(rows)]
-    return got.matrix.select_rows(keep), f"{len(keep)} rows chosen when the release began"
+    choice = choose_rows(tracker, upstream, base_version=parent_version, min_rows=min_rows,
+                         exclude_tasks=frozenset({task_name}) if task_name else frozenset())
+    return choice if rows is None else choice.only(rows)
 
 
-def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest: str) -> Any:
+def _fit_cached(settings: Settings, comp: Any, method: str, tracker: Tracker, upstream: Upstream,
+                choice: RowChoice) -> Any:
+    """The fit on exactly these rows, from the workspace cache when it is there (keyed by the
+    run ids: no row is read then), else fitted now and cached."""
     import hashlib
     import pickle
 
-    blob = f"{method}|{digest}|{'|'.join(sorted(r.key for r in matrix.rows))}|{comp.config!r}"
+    blob = f"{method}|{upstream.digest}|{'|'.join(sorted(choice.keys))}|{comp.config!r}"
     path = settings.cache_dir / "completers" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.pkl"
     if path.exists():
         try:
@@ -75,7 +76,7 @@ def _fit_cached(settings: Settings, comp: Any, method: str, matrix: Any, digest:
                 return pickle.load(f)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
             path.unlink(missing_ok=True)  # a stale or torn file: refit
-    comp.fit(matrix.values)
+    comp.fit(load_rows(tracker, upstream, choice).matrix.values)
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         pickle.dump(comp, f, protocol=pickle.HIGHEST_PROTOCOL)
     return comp

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from forgetting.methods import COMPLETION_METHODS
-from service.pipeline.completion import completer, known_matrix
+from service.pipeline.completion import completer
 from service.pipeline.compute import (
     TrainSpec,
     count_messages,
@@ -130,8 +130,7 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
     if method in COMPLETION_METHODS:
         fit = completer(settings, tracker, upstream, method, state.parent_version, task.name)
         state.effective, state.note, state.fallback = fit.method, fit.note, fit.fallback
-        matrix, _ = known_matrix(tracker, upstream, state.parent_version, 1, task.name)
-        state.rows = [r.key for r in matrix.rows]
+        state.rows = fit.rows
         if state.fallback is not None:
             run.set_tags({TAG + "fallback": state.fallback})
             say(f"note: {state.note}")

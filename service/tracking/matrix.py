@@ -31,7 +31,25 @@ class AssembledMatrix:
     note: str  # how the rows were chosen, shown to the user and tagged on the run
 
 
-def assemble(
+@dataclass(frozen=True)
+class RowChoice:
+    """Which logged rows make the matrix, decided from run metadata alone (no row is loaded):
+    enough to key a cached fit, so a release on an unchanged matrix never reads the rows."""
+
+    runs: list[Any]  # one FINISHED mlflow Run per task, the latest
+    note: str
+
+    @property
+    def keys(self) -> list[str]:
+        return [r.info.run_id for r in self.runs]
+
+    def only(self, keys: list[str]) -> RowChoice:
+        keep = set(keys)
+        return RowChoice([r for r in self.runs if r.info.run_id in keep],
+                         f"{len(keep)} rows chosen when the release began")
+
+
+def choose_rows(
     tracker: Tracker,
     upstream: Columns,
     *,
@@ -39,7 +57,7 @@ def assemble(
     min_rows: int = 1,
     include_releases: bool = False,
     exclude_tasks: frozenset[str] = frozenset(),
-) -> AssembledMatrix:
+) -> RowChoice:
     kinds = ["stats", "release"] if include_releases else ["stats"]
     runs = []
     for kind in kinds:
@@ -58,14 +76,28 @@ def assemble(
     latest: dict[str, Any] = {}
     for r in chosen:
         latest[r.data.tags.get(TAG + "task", r.info.run_id)] = r
-    rows = []
-    for task, r in latest.items():
-        df = tracker.load_row(r.info.run_id)
-        meta = RowMeta(key=r.info.run_id, task=task,
-                       base_model=r.data.tags.get(TAG + "base_version", ""),
-                       run_id=r.info.run_id,
-                       extra={"family": r.data.tags.get(TAG + "family", "")},
-                       digest=r.data.tags.get(TAG + "digest", ""))
-        rows.append((meta, df["example_id"].tolist(), df["delta"].to_numpy()))
-    matrix = ForgettingMatrix.from_rows(rows, digest=upstream.digest, example_ids=upstream.ids)
-    return AssembledMatrix(matrix=matrix, note=note)
+    return RowChoice(list(latest.values()), note)
+
+
+def load_rows(tracker: Tracker, upstream: Columns, choice: RowChoice) -> AssembledMatrix:
+    """The chosen rows as one float32 matrix, read one row at a time (bounded memory)."""
+
+    def rows() -> Any:
+        for r in choice.runs:
+            df = tracker.load_row(r.info.run_id)
+            meta = RowMeta(key=r.info.run_id, task=r.data.tags.get(TAG + "task", r.info.run_id),
+                           base_model=r.data.tags.get(TAG + "base_version", ""),
+                           run_id=r.info.run_id,
+                           extra={"family": r.data.tags.get(TAG + "family", "")},
+                           digest=r.data.tags.get(TAG + "digest", ""))
+            yield meta, df["example_id"].to_numpy(dtype=object), df["delta"].to_numpy()
+            del df
+
+    matrix = ForgettingMatrix.from_rows(rows(), digest=upstream.digest, example_ids=upstream.ids,
+                                        n_rows=len(choice.runs))
+    return AssembledMatrix(matrix=matrix, note=choice.note)
+
+
+def assemble(tracker: Tracker, upstream: Columns, **choose: Any) -> AssembledMatrix:
+    """The forgetting matrix of the line: `choose_rows` (see its options), then `load_rows`."""
+    return load_rows(tracker, upstream, choose_rows(tracker, upstream, **choose))
