@@ -101,10 +101,12 @@ def _show_demo(r: dict[str, Any]) -> None:
     rows = []
     for res in r["releases"]:
         rows.append([res["method"], res["task_loss_before"], res["task_loss_after"],
-                     res["heldout_forgetting"], res["replayed"], res.get("version"),
+                     res["heldout_forgetting"], f"{res['replayed']} / {res.get('budget')}",
+                     res.get("replay_slots"), res.get("version"),
                      "yes" if res.get("champion") else ""])
     table(f"new task {r['new_task']}: held-out (never replayed) forgetting by strategy",
-          ["replay", "task loss before", "after", "held-out ΔNLL", "replayed", "version", "champion"], rows)
+          ["replay", "task loss before", "after", "held-out ΔNLL", "distinct / budget", "slots",
+           "version", "champion"], rows)
     sources = sorted({s for res in r["releases"] for s in res["heldout_per_source"]})
     table("held-out ΔNLL per upstream source", ["source", *[res["method"] for res in r["releases"]]],
           [[s, *[res["heldout_per_source"].get(s) for res in r["releases"]]] for s in sources])

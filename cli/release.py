@@ -58,7 +58,9 @@ def _show_release(r: dict[str, Any]) -> None:
         ["version", r.get("version")], ["champion", r.get("champion")],
         ["task loss before → after", f"{r['task_loss_before']:.4f} → {r['task_loss_after']:.4f}"],
         ["held-out forgetting (mean ΔNLL)", r.get("heldout_forgetting")],
-        ["replayed upstream examples", r.get("replayed")],
+        ["replayed (distinct / budget)", f"{r.get('replayed')} / {r.get('budget')}"],
+        ["replay slots (share of positions)",
+         f"{r.get('replay_slots')} ({r.get('replay_slot_share') or 0:.2%})"],
         ["gate", "passed" if gate["passed"] else "failed: " + "; ".join(gate["reasons"])],
         ["job", f"{r['job_id']} (run {r['run_id']})" + (" — reused" if r.get("reused") else "")],
     ])

@@ -4,6 +4,7 @@ Usage::
 
     held = heldout_mask(upstream.ids, default_heldout_size(len(upstream.ids)), seed=0)
     budget = replay_budget(len(task.train), 1 / 32)         # int(n * r) + 1
+    first = warmup_budget(budget, 0.1)                       # online: the warm-up's part of it
     plan = sample_replay(pred_row, budget, temperature=0.1, exclude=held, seed=0)
     plan.ids(upstream.ids)                                   # [(example id, weight), ...]
 
@@ -100,6 +101,16 @@ def replay_budget(n_task: int, ratio: float = 1 / 32) -> int:
             f"need n_task >= 0 and a finite ratio >= 0, got n_task={n_task}, ratio={ratio}."
         )
     return int(n_task * ratio) + 1
+
+
+def warmup_budget(budget: int, fraction: float) -> int:
+    """The part of a replay budget an online release's warm-up replays (uniformly, before any
+    prediction exists): round(budget * fraction), at least 1 (the warm-up's replay slots need an
+    example) and at most the budget. The rest of the budget is chosen after the probes, excluding
+    the warm-up's examples, so the release replays at most `budget` distinct examples in all."""
+    if budget < 0 or not 0 <= fraction <= 1:
+        raise ForgettingError(f"need budget >= 0 and fraction in [0, 1], got {budget}, {fraction}.")
+    return min(budget, max(1, round(budget * fraction))) if budget else 0
 
 
 @dataclass(frozen=True)

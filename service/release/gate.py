@@ -15,12 +15,24 @@ from service.tracking.store import TAG, Tracker
 
 
 @dataclass(frozen=True)
+class ReplayUse:
+    """What a release replayed against its budget (shown by the gate and every report)."""
+
+    budget: int  # distinct upstream examples allowed: int(|task train| * ratio) + 1; 0 = none
+    distinct: int  # distinct upstream examples replayed
+    slots: int  # replay positions trained on
+    slot_share: float  # slots / all positions trained on (the ratio r / (1 + r) by design)
+    ratio: float  # the replay ratio r
+
+
+@dataclass(frozen=True)
 class Gate:
     passed: bool
     reasons: list[str]  # why it failed; empty when it passed
     heldout_forgetting: float
     budget: float
     random_baseline: float | None
+    replay: ReplayUse | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -31,9 +43,21 @@ class Gate:
 
 
 def evaluate_gate(settings: Settings, metrics: dict[str, float], task_loss_before: float,
-                  task_loss_after: float, random_baseline: float | None = None) -> Gate:
-    """Judge a release by its logged metrics; nothing measured (NaN) is never a pass."""
+                  task_loss_after: float, random_baseline: float | None = None,
+                  replay: ReplayUse | None = None) -> Gate:
+    """Judge a release by its logged metrics; nothing measured (NaN) is never a pass. A release
+    that replayed more distinct examples than its budget, or more slots than its ratio allows,
+    broke the budget contract and does not pass."""
     reasons = []
+    if replay is not None:
+        if replay.distinct > replay.budget:
+            reasons.append(f"replayed {replay.distinct} distinct upstream examples > budget "
+                           f"{replay.budget}")
+        # One slot in (1 + r) positions by design; +1 position of rounding slack.
+        if replay.slot_share > replay.ratio / (1 + replay.ratio) + 1e-9 and replay.slots > 1:
+            allowed = replay.ratio / (1 + replay.ratio)
+            reasons.append(f"replay took {replay.slot_share:.4f} of the training positions > "
+                           f"{allowed:.4f} (ratio {replay.ratio:g})")
     held = metrics.get("heldout_forgetting_mean", float("nan"))
     if not held <= settings.gate_max_heldout_forgetting:
         reasons.append(f"held-out forgetting {held:.4f} > budget {settings.gate_max_heldout_forgetting}")
@@ -48,7 +72,8 @@ def evaluate_gate(settings: Settings, metrics: dict[str, float], task_loss_befor
     if settings.gate_require_task_gain and not task_loss_after < task_loss_before:
         reasons.append(f"task loss did not improve ({task_loss_before:.4f} → {task_loss_after:.4f})")
     return Gate(passed=not reasons, reasons=reasons, heldout_forgetting=held,
-                budget=settings.gate_max_heldout_forgetting, random_baseline=random_baseline)
+                budget=settings.gate_max_heldout_forgetting, random_baseline=random_baseline,
+                replay=replay)
 
 
 def random_baseline(tracker: Tracker, task_digest: str, parent_version: int) -> float | None:

@@ -37,7 +37,7 @@ from service.pipeline.compute import (
 )
 from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.pipeline.stats import log_training
-from service.release.gate import Gate, evaluate_gate, random_baseline
+from service.release.gate import Gate, ReplayUse, evaluate_gate, random_baseline
 from service.release.state import Outcome, ReleaseState
 from service.settings import Settings
 from service.tracking.jobs import end_job, finished_result
@@ -54,11 +54,16 @@ def _quiet(_m: str) -> None:
 
 
 def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settings,
-           strategy: str, seed: int) -> tuple[list[str], list[float]]:
+           strategy: str, seed: int, taken: list[str] | None = None) -> tuple[list[str], list[float]]:
+    """`budget` distinct replayable examples: never held-out ones, nor those already `taken`
+    (the warm-up's, so that warm-up and plan together stay within one budget)."""
     from forgetting.replay import sample_replay
 
+    exclude = upstream.heldout
+    if taken:
+        exclude = exclude | np.isin(np.asarray(upstream.ids, dtype=object), np.asarray(taken, dtype=object))
     plan = sample_replay(scores, budget, temperature=settings.temperature, strategy=strategy,
-                         exclude=upstream.heldout, seed=seed)
+                         exclude=exclude, seed=seed)
     return [upstream.ids[i] for i in plan.indices], [float(w) for w in plan.weights]
 
 
@@ -87,9 +92,10 @@ def _logger(tracker: Tracker, run_id: str) -> Any:
 
 
 def _online(state: ReleaseState) -> bool:
-    """Online mode: a warm-up with random replay, then the method's own plan. For a completion
-    method the plan comes from the probes; for `random` it is a fresh uniform draw — the control
-    that replays as many distinct examples (two draws) as the online methods do."""
+    """Online mode: a warm-up replaying a proportional part of the budget uniformly
+    (`forgetting.replay.warmup_budget`), then the rest of the budget chosen by the method (from
+    the probes; for `random`, uniformly) — the warm-up's examples stay in the plan, so every
+    strategy replays at most `budget` distinct examples (docs/replay-budget.md)."""
     return state.mode == "online" and (state.effective in COMPLETION_METHODS
                                        or state.effective == "random")
 
@@ -116,7 +122,7 @@ def _add_note(state: ReleaseState, note: str) -> None:
 def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
     """cpu: choose the method (or its fallback), the probes and the warm-up replay."""
     from forgetting.probes import choose_probes
-    from forgetting.replay import replay_budget
+    from forgetting.replay import replay_budget, warmup_budget
 
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
@@ -137,9 +143,11 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         k = min(settings.k, int((~upstream.heldout).sum()))
         state.probes = choose_probes(upstream.n, k, seed=state.seed,
                                      exclude=upstream.heldout).tolist()
-    if state.effective == "random" or (method in COMPLETION_METHODS and state.mode == "online"):
+    if _online(state) or state.effective == "random":
+        size = (warmup_budget(state.budget, settings.warmup_fraction) if _online(state)
+                else state.budget)  # offline random: the whole plan, drawn once
         state.warmup_ids, state.warmup_weights = sample(
-            np.zeros(upstream.n), state.budget, upstream, settings, "uniform", state.seed)
+            np.zeros(upstream.n), size, upstream, settings, "uniform", state.seed)
     if _plain(state):
         found = plain_row(tracker, state.train_key, upstream.ids, upstream.digest)
         if found is not None:
@@ -212,9 +220,14 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
     upstream = load_upstream(settings)
     predicted = None
     online = _online(state)
-    if state.effective == "random" and online:  # a fresh draw for the rest of the steps
-        ids, weights = sample(np.zeros(upstream.n), state.budget, upstream, settings, "uniform",
-                              state.seed + 1)
+    # Online: the warm-up's examples stay in the plan and the rest of the budget is drawn
+    # besides them (seed + 1: the warm-up's uniform draw used the seed itself).
+    kept_ids = list(state.warmup_ids) if online else []
+    kept_weights = list(state.warmup_weights) if online else []
+    rest = state.budget - len(kept_ids)
+    if state.effective == "random" and online:
+        ids, weights = sample(np.zeros(upstream.n), rest, upstream, settings, "uniform",
+                              state.seed + 1, taken=kept_ids)
     elif state.effective == "random":
         ids, weights = state.warmup_ids, state.warmup_weights
     else:
@@ -222,12 +235,12 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
             predicted = _plain_delta(tracker, state, upstream)
         else:
             predicted = _complete(settings, tracker, state, upstream, online)
-        # Online draws with seed + 1: the warm-up's uniform draw used the seed itself.
-        ids, weights = sample(predicted, state.budget, upstream, settings, "softmax",
-                              state.seed + (1 if online else 0))
+        ids, weights = sample(predicted, rest, upstream, settings, "softmax",
+                              state.seed + (1 if online else 0), taken=kept_ids)
         if online:
-            say(f"replaying {len(ids)} predicted examples for the remaining steps")
-    state.plan_ids, state.plan_weights = ids, weights
+            say(f"replaying the warm-up's {len(kept_ids)} and {len(ids)} predicted examples "
+                f"(budget {state.budget}) for the remaining steps")
+    state.plan_ids, state.plan_weights = kept_ids + ids, kept_weights + weights
     with _child(tracker, state, "predict") as child:
         _log_plan(child, state, upstream, predicted, online)
     return state
@@ -307,14 +320,22 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
                           title=f"release: {state.task_name} ({state.effective})")
     run = tracker.attach(state.run_id)
     run.log_dataframe(row, "forgetting/row.parquet")
-    run.log_metrics({**metrics, "task_loss_before": out.test_before, "task_loss_after": out.test_after,
-                     "replay_budget": float(len(state.plan_ids))})
+    cfg = finetune_config(settings, out.steps, state.seed)
+    positions = out.steps * cfg.examples_per_step * cfg.devices  # task + replay slots trained on
+    budget = 0 if state.method == "none" else state.budget
+    replay = {"replay_budget": float(budget), "replay_distinct": float(len(set(out.replayed_ids))),
+              "replay_slots": float(len(out.replayed_ids)),
+              "replay_slot_share": len(out.replayed_ids) / max(positions, 1)}
+    run.log_metrics({**metrics, **replay, "task_loss_before": out.test_before,
+                     "task_loss_after": out.test_after})
     if state.register:
         run.log_artifacts(Path(state.save_dir), "model")
     state.outcome = Outcome(
         metrics=metrics, task_loss_before=out.test_before, task_loss_after=out.test_after,
         replayed=len(set(out.replayed_ids)),
-        heldout_per_source=row[row["heldout"]].groupby("source")["delta"].mean().to_dict())
+        heldout_per_source=row[row["heldout"]].groupby("source")["delta"].mean().to_dict(),
+        replay_slots=len(out.replayed_ids), replay_slot_share=replay["replay_slot_share"],
+        budget=budget)
     return state
 
 
@@ -329,14 +350,17 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
     run = tracker.attach(state.run_id)
     baseline = (random_baseline(tracker, state.task_digest, state.parent_version)
                 if settings.gate_max_relative_to_random > 0 else None)
-    gate = evaluate_gate(settings, o.metrics, o.task_loss_before, o.task_loss_after, baseline)
+    gate = evaluate_gate(settings, o.metrics, o.task_loss_before, o.task_loss_after, baseline,
+                         replay=ReplayUse(budget=o.budget, distinct=o.replayed, slots=o.replay_slots,
+                                          slot_share=o.replay_slot_share, ratio=state.ratio))
     run.set_tags({TAG + "gate": gate.verdict, TAG + "gate_reasons": "; ".join(gate.reasons) or "ok"})
     result: dict[str, Any] = {
         "task": state.task_name, "method": state.effective, "requested_method": state.method,
         "mode": state.mode, "parent_version": state.parent_version,
         "heldout_forgetting": o.metrics.get("heldout_forgetting_mean"),
         "task_loss_before": o.task_loss_before, "task_loss_after": o.task_loss_after,
-        "replayed": o.replayed, "budget": len(state.plan_ids), "gate": gate.to_dict(),
+        "replayed": o.replayed, "budget": o.budget, "replay_slots": o.replay_slots,
+        "replay_slot_share": o.replay_slot_share, "gate": gate.to_dict(),
         "note": state.note, "fallback": state.fallback,
         "per_source": {k.split(".", 1)[1]: v for k, v in o.metrics.items()
                        if k.startswith("forgetting_source.")},

@@ -30,6 +30,9 @@ class Outcome:
     task_loss_after: float
     replayed: int  # distinct upstream examples replayed
     heldout_per_source: dict[str, float]
+    replay_slots: int = 0  # replay positions trained on (an example replayed twice counts twice)
+    replay_slot_share: float = 0.0  # replay_slots / all positions trained on
+    budget: int = 0  # distinct upstream examples the release may replay (0: no replay)
 
 
 @dataclass

@@ -141,3 +141,13 @@ def test_sampler_rejects_bad_input() -> None:
         sample_replay(np.zeros(3), 1, temperature=0)
     with pytest.raises(ForgettingError, match="unknown replay strategy"):
         sample_replay(np.zeros(3), 1, strategy="mir")
+
+
+def test_warmup_budget_is_a_proportional_part_of_the_budget() -> None:
+    from forgetting.replay import warmup_budget
+
+    assert warmup_budget(10, 0.1) == 1 and warmup_budget(40, 0.1) == 4 and warmup_budget(41, 0.25) == 10
+    assert warmup_budget(1, 0.1) == 1 and warmup_budget(0, 0.1) == 0  # at least one slot's example
+    assert all(warmup_budget(b, f) <= b for b in range(0, 50) for f in (0.0, 0.1, 0.5, 1.0))
+    with pytest.raises(ForgettingError):
+        warmup_budget(10, 1.5)

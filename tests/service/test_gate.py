@@ -28,3 +28,17 @@ def test_relative_to_random_replay() -> None:
     missing = evaluate_gate(s, M, 5.0, 4.0, random_baseline=None)
     assert not missing.passed and "--method random" in missing.reasons[0]
     assert evaluate_gate(Settings(), M, 5.0, 4.0, random_baseline=None).passed  # off by default
+
+
+def test_a_release_over_its_replay_budget_does_not_pass() -> None:
+    from service.release.gate import ReplayUse
+
+    s = Settings()
+    within = ReplayUse(budget=10, distinct=10, slots=75, slot_share=75 / 2475, ratio=1 / 32)
+    assert evaluate_gate(s, M, 5.0, 4.0, replay=within).passed
+    more = ReplayUse(budget=10, distinct=17, slots=75, slot_share=75 / 2475, ratio=1 / 32)
+    gate = evaluate_gate(s, M, 5.0, 4.0, replay=more)
+    assert not gate.passed and "replayed 17 distinct upstream examples > budget 10" in gate.reasons
+    hungry = ReplayUse(budget=10, distinct=10, slots=200, slot_share=200 / 2475, ratio=1 / 32)
+    gate = evaluate_gate(s, M, 5.0, 4.0, replay=hungry)
+    assert not gate.passed and "of the training positions" in gate.reasons[0]

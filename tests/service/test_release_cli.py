@@ -204,28 +204,36 @@ def test_oracle_and_offline_reuse_the_statistics_fine_tune(ws: Path) -> None:
     assert t.client.get_metric_history(plain.info.run_id, "train/loss")
 
 
-def test_random_replay_online_draws_again_after_the_warm_up(ws: Path) -> None:
-    # The control for the online methods (random warm-up plan, then their own): random replay in
-    # online mode also replays two plans; in offline mode it is one draw for the whole fine-tune.
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_no_strategy_replays_more_than_its_budget(ws: Path, mode: str) -> None:
+    """The budget is a number of distinct upstream examples and a share of training slots, the
+    same for every strategy: online, the warm-up replays a proportional part of it uniformly and
+    those examples stay in the plan; the rest is the method's (for random, uniform) choice."""
+    from forgetting.replay import warmup_budget
     from service.release.request import ReleaseRequest, release_new_task
     from service.settings import load_settings
 
-    s = load_settings(overrides={"workspace": ws}, env={})
+    s = load_settings(overrides={"workspace": ws, "replay_ratio": 0.25}, env={})
     t = tracker(ws)
-    plans = {}
-    for mode in ("online", "offline"):
-        r = release_new_task(s, ReleaseRequest(task="wn_noun_food", method="random", mode=mode,
+    for method in ("mf", "additive", "random", "oracle", "none"):
+        r = release_new_task(s, ReleaseRequest(task="wn_noun_food", method=method, mode=mode,
                                                parent_version=1, register=False))
+        if method == "none":
+            assert r["replayed"] == r["budget"] == r["replay_slots"] == 0
+            continue
+        assert 1 <= r["replayed"] <= r["budget"], (method, mode, r)
+        assert 0 < r["replay_slot_share"] <= 0.25 / 1.25 + 1e-9 and r["gate"]["replay"]["budget"] == r["budget"]
         kids = {c.info.run_name: c for c in
                 t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{r['run_id']}'")}
         plan = json.loads(Path(t.client.download_artifacts(kids["predict"].info.run_id,
                                                            "replay/plan.json")).read_text())
-        plans[mode] = (set(kids), plan)
-    names, plan = plans["online"]
-    assert names == {"warm-up", "predict", "replay-train", "measure"}
-    assert plan["warmup_replay_ids"] and plan["warmup_replay_ids"] != plan["replay_ids"]
-    names, plan = plans["offline"]
-    assert "warm-up" not in names and plan["warmup_replay_ids"] is None
+        assert len(plan["replay_ids"]) == len(set(plan["replay_ids"])) == r["budget"], (method, mode)
+        warm = plan["warmup_replay_ids"]
+        if mode == "online" and method != "oracle":  # a warm-up, then the method's plan
+            assert "warm-up" in kids and len(warm) == warmup_budget(r["budget"], s.warmup_fraction)
+            assert set(warm) <= set(plan["replay_ids"])  # its examples count toward the budget
+        else:
+            assert "warm-up" not in kids and warm is None
 
 
 def test_promote_and_rollback_move_the_champion(ws: Path) -> None:
