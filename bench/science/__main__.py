@@ -20,7 +20,7 @@ from common.atomic import write_text
 from forgetting.methods import EVALUATION_ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("matrix", "lowrank", "prediction", "replay", "temperature", "cost", "report")
+STAGES = ("matrix", "lowrank", "prediction", "replay", "budget", "temperature", "cost", "report")
 # Every completion method, then the prior approach (similarity alone) and chance level.
 PREDICTION_METHODS = (*EVALUATION_ORDER, "semantic_only", "random")
 SWEEP_METHODS = ("additive", "knn_pearson", "mf", "als")
@@ -50,6 +50,12 @@ class Plan:
     temperatures: tuple[float, ...] = (0.03, 0.3, 1.0)
     sweep_tasks: int = 5
     sweep_seeds: tuple[int, ...] = (0, 1)
+    # The budget curve (the chart a user reads to choose r): held-out forgetting vs r for no
+    # replay, random, additive, MF and the oracle, all under one budget rule (docs/replay-budget.md).
+    curve_ratios: tuple[float, ...] = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
+    curve_strategies: tuple[str, ...] = ("random", "additive", "mf", "oracle")
+    curve_tasks: int = 10
+    curve_seeds: tuple[int, ...] = (0,)
 
     @classmethod
     def core(cls) -> Plan:
@@ -62,10 +68,17 @@ class Plan:
                    sweep_seeds=(0,))
 
     @classmethod
+    def curve(cls) -> Plan:
+        """The budget curve on the default world (N = 1,960), sized for about an hour on 2 cores:
+        24 statistics tasks, 8 unseen-by-the-release tasks x 1 seed x 5 budgets x 4 strategies."""
+        return cls(name="curve", world="default", tasks=24, curve_tasks=8, curve_seeds=(0,))
+
+    @classmethod
     def quick(cls) -> Plan:
         return cls(name="quick", world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
                    ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={},
-                   temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,))
+                   temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,), curve_ratios=(1 / 32, 1 / 4),
+                   curve_strategies=("random", "mf"), curve_tasks=2)
 
 
 def _say(msg: str) -> None:
@@ -221,6 +234,34 @@ class Bench:
         run_cells(self.settings, second, self.workers, done)
         record(complete=True)
 
+    def budget(self) -> None:
+        """Held-out forgetting vs the replay ratio, every strategy online under one budget rule
+        (the oracle has no warm-up); each (task, seed) release is left out of its own matrix."""
+        from bench.science.grid import Cell, curve_summary, run_cells
+
+        tasks = self.replay_tasks()[: self.plan.curve_tasks]
+        seeds = self.plan.curve_seeds
+        first = [Cell(t, s, "none", "online", self.plan.curve_ratios[0]) for t in tasks for s in seeds]
+        second = [Cell(t, s, m, "online", r) for r in self.plan.curve_ratios for t in tasks
+                  for s in seeds for m in self.plan.curve_strategies]
+        self.say(f"budget curve: {len(first) + len(second)} releases over {len(tasks)} tasks")
+        finished: list[dict[str, Any]] = []
+
+        def done(r: dict[str, Any]) -> None:
+            finished.append(r)
+            what = r.get("error") or f"held-out ΔNLL {r['heldout_forgetting']:.4f}"
+            self.say(f"budget {len(finished)}/{len(first) + len(second)}: {r['task']} "
+                     f"{r['strategy']} r={r['ratio']:g} seed {r['seed']}: {what}")
+            self.results["budget"] = {"tasks": tasks, "seeds": list(seeds),
+                                      "ratios": list(self.plan.curve_ratios), "cells": list(finished),
+                                      "complete": False}
+            self.save()  # an interrupted curve keeps what finished; a rerun reuses those jobs
+
+        run_cells(self.settings, first, self.workers, done)
+        run_cells(self.settings, second, self.workers, done)
+        self.results["budget"].update(complete=True,
+                                      summary=curve_summary(finished, self.plan.curve_ratios))
+
     def temperature(self) -> None:
         from bench.science.grid import Cell, run_cells, temperature_summary
 
@@ -266,8 +307,9 @@ def _jsonable(x: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.science", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny world, few tasks, one seed (CI smoke)")
-    p.add_argument("--grid", choices=("full", "core"), default="full",
-                   help="replay grid of the study world: full (~5 h on 2 cores) or core (~2.5 h)")
+    p.add_argument("--grid", choices=("full", "core", "curve"), default="full",
+                   help="full / core: the study world's replay grid (~5 h / ~2.5 h on 2 cores); "
+                   "curve: the budget curve on the default world (~1 h; --stages matrix,budget,report)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     p.add_argument("--workspace", type=Path, help="ftctl workspace (default <out>/workspace)")
     p.add_argument("--out", type=Path, help="results folder (default bench/out/science[-quick])")
@@ -277,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publish", action="store_true",
                    help="copy the results and figures to docs/results/")
     args = p.parse_args(argv)
-    plan = Plan.quick() if args.quick else Plan.core() if args.grid == "core" else Plan()
-    out = args.out or ROOT / "bench" / "out" / ("science-quick" if args.quick else "science")
+    plan = (Plan.quick() if args.quick else Plan.core() if args.grid == "core"
+            else Plan.curve() if args.grid == "curve" else Plan())
+    name = "science-quick" if args.quick else "science-curve" if args.grid == "curve" else "science"
+    out = args.out or ROOT / "bench" / "out" / name
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:

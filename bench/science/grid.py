@@ -75,6 +75,7 @@ def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
     except Exception as e:  # one failed cell must not end the experiment; it is reported
         return {**asdict(cell), "error": f"{type(e).__name__}: {e}"}
     keep = ("heldout_forgetting", "task_loss_before", "task_loss_after", "replayed", "budget",
+            "replay_slots", "replay_slot_share",
             "method", "note", "job_id", "run_id", "reused", "heldout_per_source", "seconds")
     return {**asdict(cell), **{k: out.get(k) for k in keep}}
 
@@ -204,3 +205,51 @@ def temperature_summary(sweep: Sequence[dict[str, Any]], main: Sequence[dict[str
             table[t][label] = {"n": len(keys), "heldout_mean": float(a.mean()),
                                "reduction_vs_random": 1.0 - float(a.sum()) / float(b.sum())}
     return table
+
+
+def curve_summary(results: Sequence[dict[str, Any]], ratios: Sequence[float]) -> dict[str, Any]:
+    """The budget curve by the rules of forgetting.stats: per ratio, each strategy's task-mean
+    held-out forgetting and replay use; every strategy against random at that ratio (paired on
+    task means, Holm-adjusted over the strategies, bootstrap CI of the reduction); MF against
+    additive; the share of the oracle's reduction with its CI."""
+    from forgetting.stats import compare, compare_all, share_of_oracle, task_means
+
+    ok = [r for r in results if "error" not in r and r.get("heldout_forgetting") is not None
+          and math.isfinite(r["heldout_forgetting"])]
+
+    def values(strategy: str, ratio: float | None, key: str = "heldout_forgetting") -> dict[str, float]:
+        return task_means({(r["task"], r["seed"]): float(r.get(key) or 0.0) for r in ok
+                           if r["strategy"] == strategy
+                           and (ratio is None or math.isclose(r["ratio"], ratio))})
+
+    def mean(d: dict[str, float]) -> float | None:
+        return float(np.mean(list(d.values()))) if d else None
+
+    none = values("none", None)
+    out: dict[str, Any] = {"failed": [r for r in results if "error" in r], "none": none,
+                           "ratios": {}}
+    for ratio in ratios:
+        names = sorted({r["strategy"] for r in ok if r["strategy"] != "none"
+                        and math.isclose(r["ratio"], ratio)})
+        held = {m: values(m, ratio) for m in names}
+        table: dict[str, Any] = {"none": {"n": len(none), "heldout_mean": mean(none)}}
+        for m in names:
+            table[m] = {"n": len(held[m]), "heldout_mean": mean(held[m]),
+                        "distinct_mean": mean(values(m, ratio, "replayed")),
+                        "budget_mean": mean(values(m, ratio, "budget")),
+                        "slots_mean": mean(values(m, ratio, "replay_slots"))}
+        rand = held.get("random", {})
+        others = {m: v for m, v in held.items() if m != "random" and len(set(v) & set(rand)) >= 2}
+        if len(rand) >= 2 and others:
+            for m, c in compare_all(others, rand).items():
+                table[m]["vs_random"] = c.to_dict()
+            if len(set(none) & set(rand)) >= 2:
+                table["none"]["vs_random"] = compare(none, rand).to_dict()
+            if "oracle" in held:
+                for m in others:
+                    if m != "oracle":
+                        table[m]["share_of_oracle"] = share_of_oracle(held[m], rand, held["oracle"])
+        if len(set(held.get("mf", {})) & set(held.get("additive", {}))) >= 2:
+            table["mf_vs_additive"] = compare(held["mf"], held["additive"]).to_dict()
+        out["ratios"][f"{ratio:g}"] = table
+    return out
