@@ -54,7 +54,7 @@ def evaluate(
 
 
 def _show_eval(r: dict[str, Any]) -> None:
-    cols = ["rmse_x100", "f1_median", "precision_at_0.05", "spearman"]
+    cols = ["rmse_x100", "roc_auc_median", "precision_at_0.05", "spearman"]
     rows = []
     for name, res in r["report"]["results"].items():
         m = res["metrics"]

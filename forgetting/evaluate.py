@@ -9,7 +9,8 @@ Usage::
 Protocol (the reference study's, with its leaks fixed): split the rows into known and test
 tasks; fit each method once on the known rows; for every seed and test task, measure k probes
 (distinct, never from `exclude`, never unmeasured entries), fold the task in, and score only the
-entries it did not see. Metrics are pooled over the test tasks of one seed, then reported as
+entries it did not see (RMSE×100; Spearman per row; AUC and the study's F1 of "above the row's
+median"; precision@1/5/10% of the truly most-forgotten). Metrics are pooled over the test tasks of one seed, then reported as
 mean ± std over seeds. Splits:
 - "random": a `test_fraction` of rows drawn with `split_seed`;
 - "family": leave one family out (`families[i]` labels row i) — the out-of-distribution test;
@@ -48,7 +49,7 @@ class EvalConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     probe_strategy: str = "random"  # "random" | "leverage"
-    precision_fracs: tuple[float, ...] = (0.01, 0.05)
+    precision_fracs: tuple[float, ...] = (0.01, 0.05, 0.1)
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -209,9 +210,11 @@ def evaluate(
             for j, (_, cols, _) in enumerate(per_seed[seed]):
                 score[j, cols] = False
             vals = {"rmse_x100": rmse_x100(true, pred, score)}
-            for label in ("median", "positive"):
-                b = classification(true, pred, score, label=label)
-                vals.update({f"{k}_{label}": v for k, v in b.to_dict().items()})
+            # "Forgotten" = above the row's median, on both sides: equal counts, so precision =
+            # recall = F1 by construction — one column, the study's F1, beside the AUC. The
+            # study's F1 of Z > 0 is not kept: with ~all entries positive it is ~1 for any score.
+            b = classification(true, pred, score, label="median")
+            vals.update({"f1_median": b.f1, "roc_auc_median": b.roc_auc})
             for frac in cfg.precision_fracs:
                 vals[f"precision_at_{frac:g}"] = precision_at(true, pred, score, frac)
             vals["spearman"] = spearman_rows(true, pred, score)
@@ -238,3 +241,46 @@ def evaluate(
         probe_sets=[list(c) for c in sets],
         probes=index,
     )
+
+
+def evaluate_splits(z: Any, config: EvalConfig, split_seeds: Sequence[int], *,
+                    control: str = "additive", **kw: Any) -> dict[str, Any]:
+    """The random split repeated with several `split_seeds` (different test tasks each time):
+    per method and metric, the mean over probe seeds within a split, then mean ± std over the
+    splits; and each method against `control` paired by split (t-test over the split means),
+    so that two methods are told apart only when the test tasks do not decide it.
+
+    Returns {"splits": [...], "results": {method: {metric: {mean, std, per_split}}},
+    "vs_control": {method: {metric: {mean_diff, t_p, wins}}}, "reports": [EvalReport dicts]}.
+    """
+    from dataclasses import replace
+
+    from scipy import stats
+
+    if config.split != "random" or len(split_seeds) < 2:
+        raise ForgettingError("evaluate_splits repeats the random split: pass split='random' "
+                              "and at least 2 split seeds.")
+    reports = [evaluate(z, replace(config, split_seed=int(s)), **kw) for s in split_seeds]
+    results: dict[str, dict[str, Any]] = {}
+    for name in config.methods:
+        per = {metric: [r.results[name].metrics[metric]["mean"] for r in reports]
+               for metric in reports[0].results[name].metrics}
+        results[name] = {metric: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)),
+                                  "per_split": [float(x) for x in v]} for metric, v in per.items()}
+    vs: dict[str, dict[str, Any]] = {}
+    if control in results:
+        for name in config.methods:
+            if name == control:
+                continue
+            vs[name] = {}
+            for metric, v in results[name].items():
+                a = np.asarray(v["per_split"])
+                b = np.asarray(results[control][metric]["per_split"])
+                d = a - b
+                ok = np.isfinite(d)
+                p = (float(stats.ttest_rel(a[ok], b[ok]).pvalue)
+                     if ok.sum() >= 2 and np.any(d[ok] != 0) else 1.0)
+                vs[name][metric] = {"mean_diff": float(np.nanmean(d)), "t_p": p,
+                                    "n_splits": int(ok.sum())}
+    return {"splits": [int(s) for s in split_seeds], "control": control, "results": results,
+            "vs_control": vs, "reports": [r.to_dict() for r in reports]}

@@ -50,6 +50,7 @@ class Plan:
     temperatures: tuple[float, ...] = (0.03, 0.3, 1.0)
     sweep_tasks: int = 5
     sweep_seeds: tuple[int, ...] = (0, 1)
+    split_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # random test-task splits of the main table
     # The budget curve (the chart a user reads to choose r): held-out forgetting vs r for no
     # replay, random, additive, MF and the oracle, all under one budget rule (docs/replay-budget.md).
     curve_ratios: tuple[float, ...] = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
@@ -177,9 +178,14 @@ class Bench:
 
         def ev(key: str, methods: tuple[str, ...], **kw: Any) -> None:
             self.say(f"prediction: {key}")
-            runs[key] = evaluate_methods(self.settings, methods=methods, seeds=seeds, **kw)["report"]
+            got = evaluate_methods(self.settings, methods=methods, seeds=seeds, **kw)
+            runs[key] = got["report"]
+            if "splits" in got:
+                runs[key]["splits"] = got["splits"]
 
-        ev("main", PREDICTION_METHODS, k=30)
+        # Five random splits of the test tasks (the first is "main"'s): methods are compared
+        # by split, so that a difference one split's tasks decide is not read as a method's.
+        ev("main", PREDICTION_METHODS, k=30, split_seeds=self.plan.split_seeds)
         for k in self.plan.ks:
             if k != 30:
                 ev(f"k={k}", SWEEP_METHODS, k=k)

@@ -63,8 +63,11 @@ def make_method(settings: Settings, method: str, upstream: Upstream) -> Any:
 
 def evaluate_methods(settings: Settings, *, methods: Sequence[str], k: int, seeds: Sequence[int],
                      split: str = "random", probe_strategy: str = "random",
-                     log: bool = True) -> dict[str, Any]:
-    from forgetting.evaluate import EvalConfig, evaluate
+                     log: bool = True, split_seeds: Sequence[int] = ()) -> dict[str, Any]:
+    """Leave-tasks-out evaluation on the line's matrix; with `split_seeds` (>= 2, random split)
+    the split is repeated with other test tasks and methods are compared by split
+    (forgetting.evaluate.evaluate_splits, under "splits" in the result)."""
+    from forgetting.evaluate import EvalConfig, evaluate, evaluate_splits
 
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
@@ -80,9 +83,14 @@ def evaluate_methods(settings: Settings, *, methods: Sequence[str], k: int, seed
         task_emb = np.stack([by_task[r.task] for r in m.rows])
     cfg = EvalConfig(methods=tuple(methods), k=k, seeds=tuple(seeds), split=split,
                      probe_strategy=probe_strategy)
-    report = evaluate(m.values, cfg, families=families, exclude=upstream.heldout,
-                      example_embeddings=ex_emb, task_embeddings=task_emb).to_dict()
+    extra = {"families": families, "exclude": upstream.heldout, "example_embeddings": ex_emb,
+             "task_embeddings": task_emb}
+    report = evaluate(m.values, cfg, **extra).to_dict()
     result = {"rows": m.values.shape[0], "columns": m.values.shape[1], "report": report}
+    if len(split_seeds) >= 2 and split == "random":
+        splits = evaluate_splits(m.values, cfg, split_seeds, **extra)
+        splits.pop("reports")  # the first split's report is `report`; the rest are summarised
+        result["splits"] = splits
     if log:
         with tracker.run("evaluation", tags={TAG + "kind": "evaluation", TAG + "role": "analysis"}) as run:
             run.log_dict(result, "analysis/evaluation.json")

@@ -97,3 +97,21 @@ def test_methods_see_identical_probes(planted: Planted) -> None:
     )
     assert a.probes == b.probes and a.probe_sets == b.probe_sets
     assert len(a.probe_sets) == 2  # full rows: one shared set per seed
+
+
+def test_several_random_splits_compare_methods_by_split() -> None:
+    from forgetting.evaluate import evaluate_splits
+
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal((20, 3)) @ rng.standard_normal((3, 400))
+         + 0.3 * rng.standard_normal((20, 400))).astype(np.float32)
+    cfg = EvalConfig(methods=("additive", "mf"), k=30, seeds=(0, 1))
+    r = evaluate_splits(z, cfg, range(5))
+    folds = [tuple(rep["folds"][0]) for rep in r["reports"]]
+    assert len(set(folds)) == 5  # five different sets of test tasks
+    mf = r["results"]["mf"]["rmse_x100"]
+    assert len(mf["per_split"]) == 5 and mf["std"] > 0
+    assert r["vs_control"]["mf"]["rmse_x100"]["mean_diff"] < 0  # planted rank 3: MF wins...
+    assert r["vs_control"]["mf"]["rmse_x100"]["t_p"] < 0.01  # ...on every split
+    assert set(r["results"]["mf"]) == {"rmse_x100", "f1_median", "roc_auc_median", "spearman",
+                                       "precision_at_0.01", "precision_at_0.05", "precision_at_0.1"}
