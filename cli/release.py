@@ -23,8 +23,10 @@ def new_task(
     mode: Annotated[str, typer.Option(help="online: one fine-tune, probes after the warm-up; offline: plain fine-tune, probes, then the replay fine-tune.")] = "online",
     lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters (peft) or full fine-tuning; default from settings.")] = None,
     steps: Annotated[int, typer.Option(help="Fine-tuning steps before the (1 + r) replay extension; 0 = settings.")] = 0,
-    replay_ratio: Annotated[float | None, typer.Option(help="Replay budget ratio r: int(|task|·r)+1 upstream examples (study: 1/32).")] = None,
+    replay_ratio: Annotated[str | None, typer.Option(help="Replay budget ratio r: int(|task|·r)+1 upstream examples (study: 1/32), or auto: start from the ratio the line's past releases passed their gate with and retry larger ratios (1/64 … 1/4) while the gate fails on forgetting.")] = None,
+    ratio_cap: Annotated[float, typer.Option(help="With --replay-ratio auto: the largest ratio tried.")] = 0.25,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature T of softmax(pred/T) (study: 0.1).")] = None,
+    replay_source: Annotated[str, typer.Option(help="upstream: replay stored upstream examples; self: sequences the @champion samples itself before the fine-tune (no upstream data needed); mix: half of the budget each.")] = "upstream",
     k: Annotated[int | None, typer.Option(help="Probe examples measured after the warm-up (study: 30).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of probes, replay sampling and training.")] = None,
     job_id: Annotated[str, typer.Option(help="Idempotency key; rerunning a finished job returns its result.")] = "",
@@ -40,9 +42,32 @@ def new_task(
 
     if wait and not remote:
         raise typer.BadParameter("--wait follows a remote job; add --remote")
-    s = settings(lora=lora, replay_ratio=replay_ratio, temperature=temperature, k=k)
+    auto = replay_ratio is not None and replay_ratio.strip().lower() == "auto"
+    ratio = None
+    if replay_ratio is not None and not auto:
+        try:
+            ratio = float(replay_ratio)
+        except ValueError:
+            raise typer.BadParameter(f"--replay-ratio takes a number such as 0.03125 or 'auto', "
+                                     f"got {replay_ratio!r}") from None
+    s = settings(lora=lora, replay_ratio=ratio, temperature=temperature, k=k)
     req = ReleaseRequest(task=data, method=method, mode=mode, name=name, steps=steps, seed=seed,  # type: ignore[arg-type]
-                         job_id=job_id, promote=promote, measure_all=measure_all)
+                         job_id=job_id, promote=promote, measure_all=measure_all,
+                         replay_source=replay_source)
+    if auto:
+        from service.release.auto import release_auto
+
+        if remote and not wait:
+            raise typer.BadParameter("--replay-ratio auto with --remote decides each next ratio "
+                                     "from the last result: add --wait")
+        run_one = None
+        if remote:
+            from cli import worker
+
+            run_one = worker.remote_release_runner(as_json)
+        emit(release_auto(s, req, cap=ratio_cap, run_one=run_one, progress=say), as_json,
+             _show_auto)
+        return
     if remote:
         from cli import worker
 
@@ -50,6 +75,17 @@ def new_task(
         return
     result = release_new_task(s, req, progress=say)
     emit(result, as_json, _show_release)
+
+
+def _show_auto(r: dict[str, Any]) -> None:
+    _show_release(r)
+    a = r["auto"]
+    say(f"auto ratio: {a['calibration']['note']}")
+    table("attempts (each its own release run, nested under the auto-ratio run)",
+          ["ratio", "held-out ΔNLL", "distinct / budget", "gate", "version"],
+          [[f"{x['ratio']:g}", x["heldout_forgetting"], f"{x['replayed']} / {x['budget']}",
+            "passed" if x["gate_passed"] else "failed: " + "; ".join(x["reasons"]), x["version"]]
+           for x in a["attempts"]])
 
 
 def _show_release(r: dict[str, Any]) -> None:

@@ -172,6 +172,20 @@ def follow(jobs: Any, job: dict[str, Any], wait: bool, as_json: bool) -> None:
     emit({"job_id": job["job_id"], **result}, as_json)
 
 
+def remote_release_runner(as_json: bool, app: Any = None) -> Any:
+    """One release on the workers, to its result (what `--replay-ratio auto --remote` runs for
+    each attempt): submit with the attempt's settings, follow it, return its result. `app`: the
+    Celery app to send with (default: the one the settings and environment configure)."""
+    from service.dist.client import RemoteJobs
+
+    def run_one(s: Any, req: Any) -> dict[str, Any]:
+        jobs = RemoteJobs(s, app)
+        job = jobs.submit_release(req)
+        return jobs.wait(job["job_id"], progress=None if as_json else say)
+
+    return run_one
+
+
 def submit_release(s: Any, req: Any, wait: bool, as_json: bool) -> None:
     """`ftctl release new-task … --remote [--wait]` (called from cli/release.py with the
     command's settings: its per-job options travel with the job)."""

@@ -141,11 +141,16 @@ def share_of_oracle(strategy: Mapping[str, float], control: Mapping[str, float],
 
 
 def permutation_null_r2(z: np.ndarray, ranks: Iterable[int], *, draws: int = 20,
-                        seed: int = 0) -> dict[int, dict[str, float]]:
+                        seed: int = 0, max_columns: int | None = 10_000) -> dict[int, dict[str, float]]:
     """R² by rank of `z` (fully observed columns) beside the null: each column permuted across
-    rows independently, the same ranks fitted. {rank: {r2, null_mean, null_std, excess}}."""
-    x = np.asarray(z, dtype=np.float64)
-    x = x[:, ~np.isnan(x).any(axis=0)]
+    rows independently, the same ranks fitted. {rank: {r2, null_mean, null_std, excess}}.
+    Columns beyond `max_columns` are subsampled as forgetting.lowrank does (same seed, same
+    columns), so `r2` equals its `svd_r2`."""
+    x = np.asarray(z, dtype=np.float32)
+    cols = np.flatnonzero(~np.isnan(x).any(axis=0))
+    if max_columns is not None and cols.size > max_columns:
+        cols = np.sort(np.random.default_rng(seed).choice(cols, max_columns, replace=False))
+    x = x[:, cols].astype(np.float64)
     if x.shape[0] < 2 or x.shape[1] < 2:
         raise ForgettingError(f"R² with a null needs >= 2 rows and columns, got {x.shape}.")
     ranks = sorted({int(r) for r in ranks if int(r) >= 1})

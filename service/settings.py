@@ -72,6 +72,8 @@ class Settings:
     heldout_seed: int = 0
     """Seed of the held-out split (a hash of each example id): fixed per model line, so that every
     job of the line is scored on the same never-replayed examples whatever its own seed."""
+    self_replay_tokens: int = 128
+    """Self-generated replay (--replay-source self|mix): tokens sampled per sequence."""
     warmup_fraction: float = 0.1
     """Online mode: share of the fine-tuning steps before the probes are measured."""
     steps: int = 0
@@ -129,6 +131,8 @@ class Settings:
         for name in ("steps", "batch_size", "lr"):
             if getattr(self, name) < 0:
                 raise ServiceError(f"{name} must be >= 0 (0 = the world's default), got {getattr(self, name)}")
+        if self.self_replay_tokens < 1:
+            raise ServiceError(f"self_replay_tokens must be >= 1, got {self.self_replay_tokens}")
         if self.workers < 1:
             raise ServiceError(f"workers must be >= 1, got {self.workers}")
         if self.gate_max_relative_to_random < 0:

@@ -54,7 +54,7 @@ class Plan:
     # The budget curve (the chart a user reads to choose r): held-out forgetting vs r for no
     # replay, random, additive, MF and the oracle, all under one budget rule (docs/replay-budget.md).
     curve_ratios: tuple[float, ...] = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
-    curve_strategies: tuple[str, ...] = ("random", "additive", "mf", "oracle")
+    curve_strategies: tuple[str, ...] = ("random", "additive", "mf", "oracle")  # + "self", "mix"
     curve_tasks: int = 10
     curve_seeds: tuple[int, ...] = (0,)
 
@@ -78,8 +78,8 @@ class Plan:
     def quick(cls) -> Plan:
         return cls(name="quick", world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
                    ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={},
-                   temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,), curve_ratios=(1 / 32, 1 / 4),
-                   curve_strategies=("random", "mf"), curve_tasks=2)
+                   temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,), curve_ratios=(1 / 32,),
+                   curve_strategies=("random", "mf"), curve_tasks=2)  # the replay stage's cells
 
 
 def _say(msg: str) -> None:
@@ -166,7 +166,8 @@ class Bench:
         from service.pipeline.analysis import analyze, source_table
 
         got = analyze(self.settings, figure_dir=self.out)
-        self.results["lowrank"] = {k: got[k] for k in ("rows", "columns", "report", "study_olmo7b_r2",
+        self.results["lowrank"] = {k: got[k] for k in ("rows", "columns", "report", "null_r2",
+                                                       "null_draws", "study_olmo7b_r2",
                                                        "mean_forgetting", "frac_positive")}
         self.results["per_source"] = source_table(self.settings)
 
@@ -248,12 +249,19 @@ class Bench:
         tasks = self.replay_tasks()[: self.plan.curve_tasks]
         seeds = self.plan.curve_seeds
         first = [Cell(t, s, "none", "online", self.plan.curve_ratios[0]) for t in tasks for s in seeds]
-        second = [Cell(t, s, m, "online", r) for r in self.plan.curve_ratios for t in tasks
-                  for s in seeds for m in self.plan.curve_strategies]
+        # "self" = every replay example sampled by the parent; "mix" = half sampled, half MF's.
+        as_cell = {"self": ("random", "self"), "mix": ("mf", "mix")}
+        second = []
+        for r in self.plan.curve_ratios:
+            for name in self.plan.curve_strategies:
+                method, source = as_cell.get(name, (name, "upstream"))
+                second += [Cell(t, s, method, "online", r, source=source) for t in tasks for s in seeds]
         self.say(f"budget curve: {len(first) + len(second)} releases over {len(tasks)} tasks")
         finished: list[dict[str, Any]] = []
 
         def done(r: dict[str, Any]) -> None:
+            if r.get("source", "upstream") != "upstream":  # summarised under its own name
+                r = {**r, "strategy": "self" if r["source"] == "self" else "mix"}
             finished.append(r)
             what = r.get("error") or f"held-out ΔNLL {r['heldout_forgetting']:.4f}"
             self.say(f"budget {len(finished)}/{len(first) + len(second)}: {r['task']} "

@@ -32,9 +32,12 @@ class Cell:
     mode: str  # online | offline (none / oracle have none; random: one draw, or two when online)
     ratio: float
     temperature: float = 0.1
+    source: str = "upstream"  # replay source: upstream | self | mix (docs/replay-budget.md)
 
     @property
     def label(self) -> str:
+        if self.source != "upstream":
+            return f"{self.source}" if self.source == "self" else f"{self.strategy} ({self.source})"
         if self.strategy in ("none", "oracle") or (self.strategy == "random" and self.mode == "offline"):
             return self.strategy  # one draw; "random (online)" draws again after the warm-up
         return f"{self.strategy} ({self.mode})"
@@ -69,7 +72,7 @@ def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
     req = ReleaseRequest(task=cell.task, method=cell.strategy, mode=cell.mode,  # type: ignore[arg-type]
                          name=f"science:{cell.task}:{cell.label}:r{cell.ratio:g}:T{cell.temperature:g}:s{cell.seed}",
                          register=False, promote=False, measure_all=cell.strategy == "none",
-                         seed=cell.seed)
+                         seed=cell.seed, replay_source=cell.source)
     try:
         out = release_new_task(s, req)
     except Exception as e:  # one failed cell must not end the experiment; it is reported

@@ -179,7 +179,14 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['n_rows']} × {r['n_columns_used']}):\n\n" + _table(
                          ["", *[str(k) for k in ranks]],
                          [["ftctl world", *[_f(r["svd_r2"][str(k)]) for k in ranks]],
-                          ["study, OLMo-7B", *[_f(STUDY_R2.get(k)) for k in ranks]]])
+                          *([["null: columns permuted (mean of "
+                              f"{lr.get('null_draws', '?')})",
+                              *[_f(lr["null_r2"][str(k)]["null_mean"]) for k in ranks]],
+                             ["excess over the null",
+                              *[_f(lr["null_r2"][str(k)]["excess"]) for k in ranks]]]
+                            if lr.get("null_r2") else []),
+                          ["study, OLMo-7B (its null not published)",
+                           *[_f(STUDY_R2.get(k)) for k in ranks]]])
                      + f"\n\nAdditive (μ + b_task + b_example) R² {_f(r['additive_r2'])}, "
                      f"multiplicative (rank 1) {_f(r['multiplicative_r2'])}, task-only "
                      f"{_f(r['task_only_r2'])}, example-only {_f(r['example_only_r2'])}. Mean ΔNLL "

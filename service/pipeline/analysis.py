@@ -16,6 +16,7 @@ from service.settings import Settings
 from service.tracking.matrix import AssembledMatrix, assemble
 from service.tracking.store import TAG, Tracker
 
+NULL_DRAWS = 20  # column-permuted copies behind each R² null
 STUDY_OLMO7B_R2 = {1: 0.512, 2: 0.633, 3: 0.715, 4: 0.762, 5: 0.790}  # reference study, 85 tasks
 
 
@@ -40,6 +41,7 @@ def analyze(settings: Settings, *, log: bool = True, figure_dir: Path | None = N
     import matplotlib.pyplot as plt
 
     from forgetting.lowrank import analyze_low_rank
+    from forgetting.stats import permutation_null_r2
 
     tracker = Tracker(settings)
     upstream = load_upstream(settings)
@@ -47,10 +49,14 @@ def analyze(settings: Settings, *, log: bool = True, figure_dir: Path | None = N
     report = analyze_low_rank(got.matrix.values, range(1, 11), seed=settings.seed).to_dict()
     m = got.matrix
     z = m.values
+    # The same ranks fitted to copies whose columns are permuted across tasks independently:
+    # with few rows a structureless matrix already has a sizeable R² (statistics rules).
+    null = permutation_null_r2(z, range(1, 11), draws=NULL_DRAWS, seed=settings.seed)
     result = {"rows": z.shape[0], "columns": z.shape[1], "tasks": [r.task for r in m.rows],
-              "report": report, "study_olmo7b_r2": STUDY_OLMO7B_R2,
+              "report": report, "null_r2": {str(k): v for k, v in null.items()},
+              "null_draws": NULL_DRAWS, "study_olmo7b_r2": STUDY_OLMO7B_R2,
               "mean_forgetting": float(np.nanmean(z)), "frac_positive": float(np.nanmean(z > 0))}
-    figs = _figures(m, report, upstream.sources) if log or figure_dir else {}
+    figs = _figures(m, report, upstream.sources, result["null_r2"]) if log or figure_dir else {}
     if figure_dir is not None:
         figure_dir.mkdir(parents=True, exist_ok=True)
         for name, fig in figs.items():
@@ -59,6 +65,7 @@ def analyze(settings: Settings, *, log: bool = True, figure_dir: Path | None = N
         with tracker.run("analysis", tags={TAG + "kind": "analysis", TAG + "role": "analysis"}) as run:
             run.log_dict(result, "analysis/lowrank.json")
             run.log_metrics({f"r2_rank_{k}": v for k, v in report["svd_r2"].items()}
+                            | {f"r2_null_rank_{k}": v["null_mean"] for k, v in null.items()}
                             | {"r2_additive": report["additive_r2"]})
             for name, fig in figs.items():
                 run.log_figure(fig, name)
@@ -84,7 +91,8 @@ def source_table(settings: Settings) -> dict[str, Any]:
     return {"sources": sources, "tasks": rows}
 
 
-def _figures(m: Any, report: dict[str, Any], sources: list[str]) -> dict[str, Any]:
+def _figures(m: Any, report: dict[str, Any], sources: list[str],
+             null: dict[str, dict[str, float]]) -> dict[str, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,6 +111,8 @@ def _figures(m: Any, report: dict[str, Any], sources: list[str]) -> dict[str, An
     curve, ax2 = plt.subplots(figsize=(5, 3.5))
     ranks = sorted(int(k) for k in report["svd_r2"])
     ax2.plot(ranks, [report["svd_r2"][str(r)] for r in ranks], "o-", label="ftctl world")
+    ax2.plot(ranks, [null[str(r)]["null_mean"] for r in ranks], "x:", color="C3",
+             label="null: columns permuted")
     ax2.plot(list(STUDY_OLMO7B_R2), list(STUDY_OLMO7B_R2.values()), "s--", label="study: OLMo-7B")
     ax2.axhline(report["additive_r2"], color="gray", ls=":", label="additive")
     ax2.set(xlabel="rank", ylabel="R²", ylim=(0, 1), title="low-rank fit of the forgetting matrix")

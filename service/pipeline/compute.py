@@ -41,6 +41,7 @@ class TrainSpec:
     checkpoint_name: str = "last"
     checkpoint_fallback: str | None = None  # start from this one when ours is missing/incompatible
     stop_at: int | None = None  # stop (and checkpoint) after this many of `steps`
+    extra_pool: list[Any] = field(default_factory=list)  # replayable Examples beside the upstream set
     checkpoint_every: int = 0  # also checkpoint every this many steps (a dead worker resumes)
 
 
@@ -146,7 +147,8 @@ def train_and_measure(
     replay = None
     if spec.replay_ratio > 0:
         excluded = frozenset(np.asarray(upstream.ids)[upstream.heldout].tolist())
-        replay = ReplaySpec(pool=upstream.by_id, schedule=[(i, 1.0) for i in spec.replay_ids],
+        pool = {**upstream.by_id, **{e.id: e for e in spec.extra_pool}}
+        replay = ReplaySpec(pool=pool, schedule=[(i, 1.0) for i in spec.replay_ids],
                             ratio=spec.replay_ratio, exclude_ids=excluded, switches=spec.switches)
     cfg = finetune_config(spec.settings, spec.steps, spec.seed, spec.num_threads)
     ckpt = None

@@ -40,6 +40,10 @@ from service.tracking.jobs import check_job_inputs, finished_result, job_id_for,
 from service.tracking.lineage import model_key, train_key
 from service.tracking.store import TAG, Tracker
 
+# Where replay examples come from: the stored upstream set, the parent model's own samples
+# (for users without the upstream data), or half of the budget each.
+REPLAY_SOURCES = ("upstream", "self", "mix")
+
 
 @dataclass(frozen=True)
 class ReleaseRequest:
@@ -54,8 +58,12 @@ class ReleaseRequest:
     measure_all: bool = False  # log the whole row, not only held-out + probes
     parent_version: int = 0  # 0 = the current @champion
     seed: int | None = None
+    replay_source: str = "upstream"  # upstream | self | mix (docs/replay-budget.md)
 
     def __post_init__(self) -> None:
+        if self.replay_source not in REPLAY_SOURCES:
+            raise ServiceError(f"unknown replay source {self.replay_source!r}; use "
+                               f"{', '.join(REPLAY_SOURCES)}")
         if self.method and self.method not in RELEASE_METHODS:
             raise ServiceError(f"unknown method {self.method!r}; choose {method_help()}")
         if self.mode not in ("online", "offline"):
@@ -104,7 +112,9 @@ def release_job_id(settings: Settings, req: ReleaseRequest, ctx: JobContext, tas
         | {"heldout": heldout_size(settings, ctx.upstream.n)}  # the size in force, not the setting
         | ({"warmup_fraction": settings.warmup_fraction} if settings.warmup_fraction != 0.1 else {}),
         digest=ctx.upstream.digest, line=settings.model_line, measure_all=req.measure_all,
-        register=req.register)
+        register=req.register,
+        **({"replay_source": req.replay_source, "self_tokens": settings.self_replay_tokens}
+           if req.replay_source != "upstream" else {}))
 
 
 def open_release(settings: Settings, req: ReleaseRequest,
@@ -131,6 +141,7 @@ def open_release(settings: Settings, req: ReleaseRequest,
     tags = {TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
             TAG + "digest": upstream.digest, TAG + "base_version": str(parent.version),
             TAG + "method": method, TAG + "mode": req.mode,
+            TAG + "replay_source": req.replay_source,
             TAG + "row": "full" if req.measure_all else "partial"}
     if method == "none":  # a plain fine-tune: its row can stand in for oracle / offline probes
         tags[TAG + "train_key"] = key
@@ -148,6 +159,7 @@ def open_release(settings: Settings, req: ReleaseRequest,
         task_digest=task.digest, method=method, mode=req.mode, seed=seed, steps=steps,
         parent_version=parent.version, model_dir=model_dir, model_key=model_key(parent),
         train_key=key, digest=upstream.digest, measure_all=req.measure_all, register=req.register,
+        replay_source=req.replay_source,
         promote=req.promote, save_dir=str(work / "models" / run.run_id),
         ckpt_dir=str(work / "checkpoints" / job_id), started=time.time())
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from forgetting.methods import COMPLETION_METHODS
+from service.errors import ServiceError
 from service.pipeline.completion import completer
 from service.pipeline.compute import (
     TrainSpec,
@@ -69,10 +70,19 @@ def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settin
 
 def _spec(settings: Settings, state: ReleaseState, measure: np.ndarray, replay_ids: list[str],
           **kw: Any) -> TrainSpec:
+    from training.data import Example
+
     ratio = state.ratio if replay_ids else 0.0
+    generated = [Example.text(d["text"], "self") for d in state.self_examples]
     return TrainSpec(settings=settings, task_ref=state.task_ref, model_dir=state.model_dir,
                      steps=state.total_steps if replay_ids else state.steps, measure=measure,
-                     replay_ids=replay_ids, replay_ratio=ratio, seed=state.seed, **kw)
+                     replay_ids=replay_ids, replay_ratio=ratio, seed=state.seed,
+                     extra_pool=generated, **kw)
+
+
+def _upstream_budget(state: ReleaseState) -> int:
+    """The part of the budget stored upstream examples fill (the rest: the parent's samples)."""
+    return state.budget - state.self_budget
 
 
 @contextmanager
@@ -102,6 +112,8 @@ def _online(state: ReleaseState) -> bool:
 
 def _plain(state: ReleaseState) -> bool:
     """The release needs a plain (no-replay) fine-tune's row: oracle, or offline probes."""
+    if state.effective == "self":
+        return False
     return state.method == "oracle" or (state.effective in COMPLETION_METHODS
                                         and state.mode == "offline")
 
@@ -133,7 +145,15 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
     state.ratio = 0.0 if method == "none" else settings.replay_ratio
     state.total_steps = replay_steps(state.steps, state.ratio)
     state.effective, state.note, state.fallback = method, "", None
-    if method in COMPLETION_METHODS:
+    if method != "none" and state.replay_source != "upstream":
+        state.self_budget = (state.budget if state.replay_source == "self"
+                             else min(state.budget, max(1, state.budget // 2)))
+    if state.replay_source == "self" and method != "none":
+        # Every replay example is the parent's own sample: no upstream example to choose, so no
+        # probes, no completion and no warm-up.
+        state.effective = "self"
+        state.note = f"self-generated replay: {state.self_budget} sequences sampled by the parent"
+    elif method in COMPLETION_METHODS:
         fit = completer(settings, tracker, upstream, method, state.parent_version, task.name)
         state.effective, state.note, state.fallback = fit.method, fit.note, fit.fallback
         state.rows = fit.rows
@@ -144,8 +164,8 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         state.probes = choose_probes(upstream.n, k, seed=state.seed,
                                      exclude=upstream.heldout).tolist()
     if _online(state) or state.effective == "random":
-        size = (warmup_budget(state.budget, settings.warmup_fraction) if _online(state)
-                else state.budget)  # offline random: the whole plan, drawn once
+        size = (warmup_budget(_upstream_budget(state), settings.warmup_fraction) if _online(state)
+                else _upstream_budget(state))  # offline random: the whole plan, drawn once
         state.warmup_ids, state.warmup_weights = sample(
             np.zeros(upstream.n), size, upstream, settings, "uniform", state.seed)
     if _plain(state):
@@ -159,7 +179,10 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
 
 
 def warmup(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
-    """gpu: the probes' forgetting after the warm-up (online) or after a plain fine-tune."""
+    """gpu: the parent's own samples (self-generated replay); the probes' forgetting after the
+    warm-up (online) or after a plain fine-tune."""
+    if state.self_budget and not state.self_examples:
+        _generate(settings, state, say)
     online = _online(state)
     if not (online or (_plain(state) and not state.plain_run)):
         return state
@@ -203,6 +226,30 @@ def warmup(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Releas
     return state
 
 
+def _generate(settings: Settings, state: ReleaseState, say: Say) -> None:
+    """The parent samples `self_budget` sequences (seeded), logged as replay/self_generated.json."""
+    import torch
+
+    from service.pipeline.inputs import load_model_for
+    from training.generate import generate_replay
+
+    tracker = Tracker(settings)
+    model, tok = load_model_for(settings, state.model_dir)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    with _child(tracker, state, "generate") as child:
+        got = generate_replay(model, tok, state.self_budget, seed=state.seed,
+                              max_new_tokens=settings.self_replay_tokens)
+        if not got:
+            raise ServiceError("the parent model produced no text to replay (every sample was "
+                               "empty). Fix: use --replay-source upstream (or mix)")
+        state.self_examples = [{"id": e.id, "text": e.response} for e in got]
+        child.log_dict({"seed": state.seed, "max_new_tokens": settings.self_replay_tokens,
+                        "examples": state.self_examples}, "replay/self_generated.json")
+        child.log_metrics({"generated": float(len(got))})
+    say(f"the parent sampled {len(got)} sequences to replay")
+
+
 def _plain_delta(tracker: Tracker, state: ReleaseState, upstream: Upstream) -> np.ndarray:
     """ΔNLL of every upstream example after the plain fine-tune (NaN where not measured)."""
     run_id = state.plain_run or state.plain_child  # the one `begin`/`warmup` chose
@@ -224,8 +271,11 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
     # besides them (seed + 1: the warm-up's uniform draw used the seed itself).
     kept_ids = list(state.warmup_ids) if online else []
     kept_weights = list(state.warmup_weights) if online else []
-    rest = state.budget - len(kept_ids)
-    if state.effective == "random" and online:
+    rest = _upstream_budget(state) - len(kept_ids)
+    own = [d["id"] for d in state.self_examples]  # self-generated: always in the plan
+    if state.effective == "self":
+        ids, weights = [], []
+    elif state.effective == "random" and online:
         ids, weights = sample(np.zeros(upstream.n), rest, upstream, settings, "uniform",
                               state.seed + 1, taken=kept_ids)
     elif state.effective == "random":
@@ -240,7 +290,8 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
         if online:
             say(f"replaying the warm-up's {len(kept_ids)} and {len(ids)} predicted examples "
                 f"(budget {state.budget}) for the remaining steps")
-    state.plan_ids, state.plan_weights = kept_ids + ids, kept_weights + weights
+    state.plan_ids = kept_ids + ids + own
+    state.plan_weights = kept_weights + weights + [1.0 / max(len(own), 1)] * len(own)
     with _child(tracker, state, "predict") as child:
         _log_plan(child, state, upstream, predicted, online)
     return state
@@ -272,7 +323,9 @@ def _log_plan(child: RunHandle, state: ReleaseState, upstream: Upstream,
     child.set_tags({TAG + "method": state.effective, TAG + "note": state.note or "-"})
     child.log_dict({"method": state.effective, "note": state.note, "replay_ids": state.plan_ids,
                     "weights": state.plan_weights,
-                    "warmup_replay_ids": state.warmup_ids if online else None}, "replay/plan.json")
+                    "warmup_replay_ids": state.warmup_ids if online else None,
+                    "self_replay_ids": [d["id"] for d in state.self_examples] or None},
+                   "replay/plan.json")
     if predicted is not None:
         child.log_dataframe(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
                                           "predicted": predicted, "heldout": upstream.heldout}),

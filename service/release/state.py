@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from service.errors import ServiceError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
@@ -65,7 +65,10 @@ class ReleaseState:
     effective: str = ""  # the method used (the requested one, or its fallback)
     fallback: str | None = None  # why the requested method was not used; None = it was
     note: str = ""  # what the user is told about how the release ran
-    budget: int = 0  # distinct upstream examples a replay plan may hold
+    budget: int = 0  # distinct examples a replay plan may hold (stored and self-generated)
+    replay_source: str = "upstream"  # upstream | self | mix (release.request.REPLAY_SOURCES)
+    self_budget: int = 0  # the part of `budget` the parent's own samples fill
+    self_examples: list[dict[str, str]] = field(default_factory=list)  # {"id", "text"}, generated
     ratio: float = 0.0  # replay slots per task example
     total_steps: int = 0  # steps with the (1 + r) replay extension
     rows: list[str] | None = None  # the matrix rows (run ids) the completion uses

@@ -74,6 +74,36 @@ def versions_for(c: Cluster, task: str) -> list[Any]:
     return [v for v in Registry(tracker(c)).versions() if v.tags.get("ftctl.task") == task]
 
 
+def test_auto_ratio_with_self_generated_replay_on_the_workers(tmp_path: Path) -> None:
+    """`--replay-ratio auto --remote` with `--replay-source self`: each attempt is a release on the
+    workers (the parent samples its replay on the gpu queue), followed to its result, nested under
+    the auto-ratio run. (Climbing the ladder on a failed gate is tested in-process in
+    test_release_cli.py: here the tiny model's own samples even lower held-out NLL.)"""
+    from cli.worker import remote_release_runner
+    from service.release.auto import release_auto
+    from service.release.request import ReleaseRequest
+
+    require_redis()
+    with cluster(tmp_path, FTCTL_STEPS="4", FTCTL_K="5") as c:
+        init_line(c)
+        c.worker("gpu", name="gpu-a")
+        c.worker("cpu")
+        s = c.settings().replace(gate_require_task_gain=False, self_replay_tokens=16,
+                                 replay_ratio=0.25)  # 4 steps of 8: replay slots only at r = 1/4
+        auto = release_auto(s, ReleaseRequest(task="bible_history", method="random", steps=4,
+                                              replay_source="self", register=False),
+                            cap=1 / 4, run_one=remote_release_runner(as_json=True, app=c.app()))
+        [attempt] = auto["auto"]["attempts"]
+        assert attempt["ratio"] == 1 / 4 and attempt["gate_passed"], auto["gate"]
+        t = tracker(c)
+        assert t.get_run(attempt["run_id"]).data.tags["mlflow.parentRunId"] == auto["auto"]["run_id"]
+        assert auto["method"] == "self" and 1 <= auto["replayed"] <= auto["budget"]
+        ran = set(re.findall(r"Task (ftctl\.\w+)\[.*\] succeeded", c.log("gpu-a")))
+        assert "ftctl.release_warmup" in ran  # where the parent sampled its replay
+        kids = {r.info.run_name for r in children(c, auto["run_id"])}
+        assert "generate" in kids and "warm-up" not in kids
+
+
 def test_tiny_release_through_the_broker(tmp_path: Path) -> None:
     from service.release.request import ReleaseRequest
 

@@ -7,6 +7,7 @@ One workspace per module: the steps build on each other like a user's session wo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +74,9 @@ def test_analyze_reports_r2_by_rank(ws: Path) -> None:
     r2 = r["report"]["svd_r2"]
     assert r2["3"] == pytest.approx(1.0, abs=1e-6)  # 3 rows: rank 3 fits exactly
     assert 0 < r2["1"] <= r2["2"] <= r2["3"]
+    null = r["null_r2"]  # beside it, the same ranks on column-permuted copies
+    assert null["1"]["r2"] == pytest.approx(r2["1"], abs=1e-5) and null["3"]["null_mean"] == pytest.approx(1.0)
+    assert null["1"]["excess"] == pytest.approx(r2["1"] - null["1"]["null_mean"])
 
 
 def test_evaluate_predict_and_recommend(ws: Path) -> None:
@@ -389,3 +393,73 @@ def _hold_lock(ws: str, job_id: str, ready: object, release: object) -> None:
     with job_lock(load_settings(overrides={"workspace": Path(ws)}, env={}), job_id):
         ready.set()  # type: ignore[attr-defined]
         release.wait(60)  # type: ignore[attr-defined]
+
+
+def test_auto_ratio_retries_larger_ratios_while_the_gate_fails_on_forgetting(tmp_path: Path) -> None:
+    from service.release.auto import calibrate, ladder_from, release_auto
+    from service.release.request import ReleaseRequest
+    from service.settings import load_settings
+
+    assert ladder_from(1 / 32, 0.25) == [1 / 32, 1 / 16, 1 / 8, 1 / 4]
+    assert ladder_from(0.05, 1 / 8) == [0.05, 1 / 16, 1 / 8]
+    ws = tmp_path / "ws"  # a line of its own: calibration reads the line's release history
+    ok_json(ws, "init", "--world", "tiny")
+    t = tracker(ws)
+    assert calibrate(t, default=1 / 32).start == 1 / 32  # no history: the settings' ratio
+    # A held-out budget nothing meets: every attempt fails on forgetting, up to the cap.
+    strict = load_settings(overrides={"workspace": ws, "gate_max_heldout_forgetting": 1e-9}, env={})
+    r = release_auto(strict, ReleaseRequest(task="py_io", method="random", register=False), cap=1 / 16)
+    attempts = r["auto"]["attempts"]
+    assert [a["ratio"] for a in attempts] == [1 / 32, 1 / 16] and not r["gate"]["passed"]
+    assert attempts[1]["budget"] >= attempts[0]["budget"]
+    auto_run = t.get_run(r["auto"]["run_id"])
+    kids = t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{auto_run.info.run_id}'")
+    assert {k.info.run_id for k in kids} == {a["run_id"] for a in attempts}  # nested attempts
+    assert auto_run.data.tags["ftctl.gate"] == "failed"
+    # A release that passes stops at once; afterwards calibration starts from what passed.
+    easy = load_settings(overrides={"workspace": ws, "gate_require_task_gain": False}, env={})
+    r = release_auto(easy, ReleaseRequest(task="py_io", method="random", register=True, promote=False))
+    assert len(r["auto"]["attempts"]) == 1 and r["gate"]["passed"]
+    cal = calibrate(t, default=0.2)
+    assert cal.start <= 1 / 32 and "passing releases" in cal.note
+    # A failure more replay cannot fix (the task did not improve) is not retried.
+    no_gain = load_settings(overrides={"workspace": ws, "steps": 1, "lr": 1e-12}, env={})
+    r = release_auto(no_gain, ReleaseRequest(task="py_io", method="random", register=False), cap=1 / 8)
+    assert len(r["auto"]["attempts"]) == 1 and "task loss did not improve" in r["gate"]["reasons"][0]
+
+
+def test_self_generated_replay_and_the_mix_stay_within_the_budget(ws: Path) -> None:
+    from service.release.request import ReleaseRequest, release_new_task
+    from service.settings import load_settings
+
+    s = load_settings(overrides={"workspace": ws, "replay_ratio": 0.25, "self_replay_tokens": 24}, env={})
+    t = tracker(ws)
+    plans = {}
+    # From version 2: version 1's weights were broken on purpose by the failed-job test above.
+    for source, method in (("self", "mf"), ("mix", "random")):
+        r = release_new_task(s, ReleaseRequest(task="wn_noun_food", method=method, register=False,
+                                               replay_source=source, parent_version=2))
+        assert 1 <= r["replayed"] <= r["budget"] and math.isfinite(r["heldout_forgetting"])
+        kids = {c.info.run_name: c for c in
+                t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{r['run_id']}'")}
+        gen = json.loads(Path(t.client.download_artifacts(kids["generate"].info.run_id,
+                                                          "replay/self_generated.json")).read_text())
+        plan = json.loads(Path(t.client.download_artifacts(kids["predict"].info.run_id,
+                                                           "replay/plan.json")).read_text())
+        own = {e["id"] for e in gen["examples"]}
+        assert set(plan["self_replay_ids"]) == own and len(plan["replay_ids"]) == r["budget"]
+        plans[source] = (r, own, plan, set(kids))
+    r, own, plan, stages = plans["self"]
+    assert r["method"] == "self" and set(plan["replay_ids"]) == own  # nothing stored replayed
+    assert "warm-up" not in stages and len(own) == r["budget"]  # no probes to measure
+    r, own, plan, _ = plans["mix"]
+    upstream_part = set(plan["replay_ids"]) - own
+    assert len(own) == r["budget"] // 2 and len(upstream_part) == r["budget"] - len(own)
+    # Seeded: the same request samples the same sequences (the job is reused, so ask for a new one).
+    again = release_new_task(s, ReleaseRequest(task="wn_noun_food", method="random", register=False,
+                                               replay_source="mix", measure_all=True, parent_version=2))
+    kids = {c.info.run_name: c for c in
+            t.client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{again['run_id']}'")}
+    gen = json.loads(Path(t.client.download_artifacts(kids["generate"].info.run_id,
+                                                      "replay/self_generated.json")).read_text())
+    assert {e["id"] for e in gen["examples"]} == own
