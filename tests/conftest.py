@@ -37,6 +37,7 @@ HEAVY = {
     "tests/bench/test_science_quick.py": "`python -m bench.science --quick` end to end, ~150 s",
     "tests/service/test_demo.py": "`ftctl demo` end to end on the tiny world, ~60 s",
     "tests/service/test_release_cli.py": "one CLI session (init, statistics, releases), ~55 s",
+    "tests/service/test_auto_ratio.py": "five tiny releases under --replay-ratio auto, ~40 s",
 }
 
 

@@ -38,12 +38,13 @@ from service.pipeline.compute import (
 )
 from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.pipeline.stats import log_training
-from service.release.gate import Gate, ReplayUse, evaluate_gate, random_baseline
+from service.release.gate import ReplayUse, evaluate_gate, random_baseline
+from service.release.promotion import register_release
 from service.release.state import Outcome, ReleaseState
 from service.settings import Settings
 from service.tracking.jobs import end_job, finished_result
 from service.tracking.lineage import plain_row
-from service.tracking.registry import CHAMPION, Registry
+from service.tracking.registry import Registry
 from service.tracking.rows import log_row, make_row
 from service.tracking.store import TAG, RunHandle, Tracker
 
@@ -420,41 +421,12 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
         "heldout_per_source": o.heldout_per_source, "version": None, "champion": False,
         "seconds": time.time() - state.started}
     if state.register:
-        result.update(_register(Registry(tracker), state, gate, say))
+        result.update(register_release(Registry(tracker), state, gate, say))
     out = end_job(run, kind="release", job_id=state.job_id, result=result)
     # Recorded: the job's checkpoints and model directory are spent (a retry from here on returns
     # the result; before this point it resumes from them).
     shutil.rmtree(state.save_dir, ignore_errors=True)
     shutil.rmtree(state.ckpt_dir, ignore_errors=True)
-    return out
-
-
-def _register(registry: Registry, state: ReleaseState, gate: Gate, say: Say) -> dict[str, Any]:
-    """Register the release's model @candidate; promote it @champion if it passed its gate and
-    the champion is still its parent (a release from an older champion must not undo a newer one)."""
-    mine = [v for v in registry.versions(strict=True) if v.tags.get(TAG + "job_id") == state.job_id]
-    version = next((v for v in mine if v.run_id == state.run_id), None)  # a redelivered finish
-    if version is None:
-        version = registry.register(state.run_id, "model", {
-            TAG + "parent_version": state.parent_version, TAG + "task": state.task_name,
-            TAG + "method": state.effective, TAG + "gate": gate.verdict,
-            TAG + "digest": state.digest, TAG + "job_id": state.job_id})
-        for old in mine:  # left by an attempt that failed after registering: never the answer
-            registry.client.set_model_version_tag(registry.name, str(old.version),
-                                                  TAG + "superseded_by", str(version.version))
-    out: dict[str, Any] = {"version": version.version, "champion": False}
-    why = "; ".join(gate.reasons) or "promotion not requested"
-    if gate.passed and state.promote:
-        current = registry.by_alias(CHAMPION)
-        if current is None or current.version in (state.parent_version, version.version):
-            registry.set_alias(CHAMPION, version.version)
-            out["champion"] = True
-        else:
-            why = (f"@champion moved to version {current.version} while this release ran from "
-                   f"{state.parent_version}; release the task again from the new champion")
-            out["note"] = "; ".join(x for x in (state.note, f"not promoted: {why}") if x)
-    say(f"registered version {version.version} @candidate"
-        + (", promoted to @champion" if out["champion"] else f", not promoted ({why})"))
     return out
 
 
