@@ -43,7 +43,7 @@ def resolve_model(settings: Settings, ref: str) -> Path:
         return fetch_model(ref, settings.workspace / "models" / "hub" / ref.replace("/", "--"),
                            trust_remote_code=settings.trust_remote_code).resolve()
     except TrainingError as e:
-        raise ServiceError(str(e)) from None
+        raise ServiceError(f"{ref} is not a local directory, and as a hub name: {e}") from None
 
 
 def init_line(settings: Settings, *, model: str | Path | None = None,
