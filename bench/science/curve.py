@@ -110,6 +110,7 @@ def figure(results: dict[str, Any], out: Path) -> None:
         ax.axhline(none, color="gray", ls=":", label="no replay")
     ax.set(xscale="log", xlabel="replay ratio r (budget int(|task|·r)+1)",
            ylabel="held-out ΔNLL (task mean)", title="forgetting vs replay budget")
+    ax.minorticks_off()  # log-scale minor labels would overprint the fractions
     ax.set_xticks(ratios, [f"1/{round(1 / r)}" for r in ratios])
     ax.legend(fontsize=8)
     fig.tight_layout()
