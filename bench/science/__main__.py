@@ -79,7 +79,8 @@ class Plan:
         """Self-generated vs stored replay on the default world at equal budgets: random, MF,
         the parent's own samples ("self") and half of each ("mix"), at r = 1/32 and 1/8, online,
         8 tasks x 1 seed (+ no replay), the curve's statistics tasks."""
-        return cls(name="self", world="default", tasks=24, curve_tasks=8, curve_seeds=(0,),
+        return cls(name="self", world="default", tasks=24, seeds=(0, 1, 2), ks=(10, 30),
+                   curve_tasks=8, curve_seeds=(0,),
                    curve_ratios=(1 / 32, 1 / 8), curve_strategies=("random", "mf", "self", "mix"))
 
     @classmethod
@@ -143,7 +144,7 @@ class Bench:
         self.results["meta"] = {
             "date": date.today().isoformat(), "machine": f"{platform.machine()}, "
             f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
-            "world": self.plan.world, "workspace": str(self.settings.workspace),
+            "world": self.plan.world, "grid": self.plan.name, "workspace": str(self.settings.workspace),
             "model_line": self.settings.model_line, "quick": self.plan.world == "tiny"}
         write_text(self.out / "results.json", json.dumps(self.results, indent=1, default=_jsonable))
 
@@ -331,6 +332,11 @@ class Bench:
             rep["summary"] = summarize(rep["cells"], rep["ratios"])
 
         write_report(self.results, self.out)
+        if self.results.get("budget", {}).get("cells"):
+            from bench.science import curve
+
+            write_text(self.out / "budget-curve.md", curve.markdown(self.results))
+            curve.figure(self.results, self.out)
 
 
 def _jsonable(x: Any) -> Any:

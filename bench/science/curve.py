@@ -1,6 +1,7 @@
-"""The budget curve's report: `python -m bench.science.curve OUT [--publish]` writes
-OUT/budget-curve.md and OUT/budget_curve.png from OUT/results.json (the `budget` stage), by the
-rules of forgetting.stats, and with --publish copies them to docs/results/curve/."""
+"""The report of a `budget` stage (the budget curve, self-generated vs stored replay, the
+SmolLM2 replay comparison): `python -m bench.science.curve OUT [--publish]` writes
+OUT/budget-curve.md and OUT/budget_curve.png from OUT/results.json by the rules of
+forgetting.stats, and with --publish copies them to docs/results/<grid>/ (curve, self, smollm2)."""
 
 from __future__ import annotations
 
@@ -34,18 +35,34 @@ def _pct(c: dict[str, Any] | None) -> str:
     return f"{100 * c['reduction']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
+TITLES = {"curve": "The budget curve: held-out forgetting vs the replay ratio",
+          "self": "Self-generated vs stored replay at equal budgets",
+          "smollm2": "SmolLM2-135M (LoRA): replay against the matched control"}
+# What each grid's `Plan` runs (bench/science/__main__.py), as the command that reproduces it.
+STAGES = {"curve": "matrix,lowrank,budget", "self": "matrix,lowrank,prediction,budget",
+          "smollm2": "matrix,lowrank,prediction,budget"}
+COMPARISONS = (("mf_vs_additive", "MF against additive (both online): is the task-specific prediction worth it?"),
+               ("self_vs_mf", "Self-generated replay against MF's stored replay (reduction > 0: self forgets less)"),
+               ("mix_vs_mf", "Half self-generated, half MF against all-MF stored replay"))
+
+
+def grid_name(results: dict[str, Any]) -> str:
+    return str(results.get("meta", {}).get("grid") or "curve")  # runs before the field: the curve
+
+
 def markdown(results: dict[str, Any]) -> str:
     from bench.science.grid import curve_summary
 
     b = results["budget"]
     summary = curve_summary(b["cells"], b["ratios"])
     meta = results.get("meta", {})
+    grid = grid_name(results)
     n_tasks = len(b["tasks"])
     lines = [
-        "# The budget curve: held-out forgetting vs the replay ratio",
+        f"# {TITLES.get(grid, grid)}",
         "",
         f"Measured {meta.get('date', '?')} on {meta.get('machine', '?')}, world `{meta.get('world')}`, "
-        f"by `python -m bench.science --grid curve --stages matrix,lowrank,budget` "
+        f"by `python -m bench.science --grid {grid} --stages {STAGES.get(grid, 'budget')}` "
         f"({'complete' if b.get('complete') else 'INCOMPLETE: ' + str(len(b['cells'])) + ' releases finished'}). "
         f"{n_tasks} tasks × {len(b['seeds'])} seed(s); every strategy online under one budget rule "
         "(docs/replay-budget.md); held-out ΔNLL = mean over the never-replayed upstream examples, "
@@ -53,8 +70,8 @@ def markdown(results: dict[str, Any]) -> str:
         "tasks, with its 95% bootstrap interval over tasks; p = paired t-test on task means, "
         "Holm-adjusted over the strategies at that ratio (the no-replay row: unadjusted).",
         "",
-        "| r | strategy | n | held-out ΔNLL | distinct / budget | slots | vs random [95% CI] | p (Holm) | share of oracle [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| r | strategy | n | held-out ΔNLL | task loss after | distinct / budget | slots | vs random [95% CI] | p (Holm) | share of oracle [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, table in summary["ratios"].items():
         if "random" not in table:
@@ -67,19 +84,21 @@ def markdown(results: dict[str, Any]) -> str:
             share = row.get("share_of_oracle")
             lines.append(
                 f"| {_frac(r)} | {name} | {row['n']} | {_f(row['heldout_mean'], 4)} | "
+                f"{_f(row.get('task_after_mean'), 3)} | "
                 f"{_f(row.get('distinct_mean'), 1)} / {_f(row.get('budget_mean'), 1)} | "
                 f"{_f(row.get('slots_mean'), 0)} | {_pct(vs) if name != 'random' else '(control)'} | "
                 f"{_p((vs or {}).get('p_adjusted') or (vs or {}).get('t_p'))} | "
                 + (f"{_f(share['share'], 2)} [{_f(share['ci'][0], 2)}, {_f(share['ci'][1], 2)}]"
                    if share else "—") + " |")
-    lines += ["", "MF against additive (both online; is the task-specific prediction worth it?):", "",
-              "| r | n | reduction vs additive [95% CI] | p (t-test) | Wilcoxon p | tasks MF better |",
-              "|---|---|---|---|---|---|"]
-    for r, table in summary["ratios"].items():
-        c = table.get("mf_vs_additive")
-        if c:
-            lines.append(f"| {_frac(r)} | {c['n']} | {_pct(c)} | {_p(c['t_p'])} | {_p(c['wilcoxon_p'])} | "
-                         f"{c['wins']}/{c['n']} |")
+    for key, title in COMPARISONS:
+        rows = [(r, t[key]) for r, t in summary["ratios"].items() if t.get(key)]
+        if not rows:
+            continue
+        lines += ["", f"{title} (paired on task means, unadjusted):", "",
+                  "| r | n | reduction [95% CI] | p (t-test) | Wilcoxon p | tasks better |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {_frac(r)} | {c['n']} | {_pct(c)} | {_p(c['t_p'])} | {_p(c['wilcoxon_p'])} | "
+                  f"{c['wins']}/{c['n']} |" for r, c in rows]
     if summary["failed"]:
         lines += ["", f"{len(summary['failed'])} release(s) failed and are left out: "
                   + "; ".join(f"{f['task']} {f['strategy']} r={f['ratio']:g}: {f['error'][:80]}"
@@ -120,14 +139,14 @@ def figure(results: dict[str, Any], out: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("out", type=Path, help="the bench.science --grid curve output folder")
-    p.add_argument("--publish", action="store_true", help="copy to docs/results/curve/")
+    p.add_argument("out", type=Path, help="a bench.science output folder with a budget stage")
+    p.add_argument("--publish", action="store_true", help="copy to docs/results/<grid>/")
     a = p.parse_args()
     results = json.loads((a.out / "results.json").read_text())
     (a.out / "budget-curve.md").write_text(markdown(results))
     figure(results, a.out)
     if a.publish:
-        dest = ROOT / "docs" / "results" / "curve"
+        dest = ROOT / "docs" / "results" / grid_name(results)
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("budget-curve.md", "budget_curve.png"):
             shutil.copy2(a.out / name, dest / name)

@@ -236,12 +236,14 @@ def curve_summary(results: Sequence[dict[str, Any]], ratios: Sequence[float]) ->
         names = sorted({r["strategy"] for r in ok if r["strategy"] != "none"
                         and math.isclose(r["ratio"], ratio)})
         held = {m: values(m, ratio) for m in names}
-        table: dict[str, Any] = {"none": {"n": len(none), "heldout_mean": mean(none)}}
+        table: dict[str, Any] = {"none": {"n": len(none), "heldout_mean": mean(none),
+                                          "task_after_mean": mean(values("none", None, "task_loss_after"))}}
         for m in names:
             table[m] = {"n": len(held[m]), "heldout_mean": mean(held[m]),
                         "distinct_mean": mean(values(m, ratio, "replayed")),
                         "budget_mean": mean(values(m, ratio, "budget")),
-                        "slots_mean": mean(values(m, ratio, "replay_slots"))}
+                        "slots_mean": mean(values(m, ratio, "replay_slots")),
+                        "task_after_mean": mean(values(m, ratio, "task_loss_after"))}
         rand = held.get("random", {})
         others = {m: v for m, v in held.items() if m != "random" and len(set(v) & set(rand)) >= 2}
         if len(rand) >= 2 and others:
@@ -255,5 +257,9 @@ def curve_summary(results: Sequence[dict[str, Any]], ratios: Sequence[float]) ->
                         table[m]["share_of_oracle"] = share_of_oracle(held[m], rand, held["oracle"])
         if len(set(held.get("mf", {})) & set(held.get("additive", {}))) >= 2:
             table["mf_vs_additive"] = compare(held["mf"], held["additive"]).to_dict()
+        # Self-generated replay against MF's stored replay (the question for a user who has both).
+        for m in ("self", "mix"):
+            if len(set(held.get(m, {})) & set(held.get("mf", {}))) >= 2:
+                table[f"{m}_vs_mf"] = compare(held[m], held["mf"]).to_dict()
         out["ratios"][f"{ratio:g}"] = table
     return out

@@ -160,11 +160,22 @@ def _prediction_table(rep: dict[str, Any]) -> str:
                    "P@1%", "P@5%", "P@10%", "Spearman", "fold-in ms"], rows)
 
 
+def results_dir(results: dict[str, Any], root: Path) -> Path:
+    """Where a run publishes: the study (grids full / core) at docs/results/, any other grid in
+    a folder of its own (docs/results/self/, docs/results/smollm2/, ...)."""
+    grid = results.get("meta", {}).get("grid") or "full"
+    return root / "docs" / "results" / ("" if grid in ("full", "core", "quick") else grid)
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
+    grid = meta.get("grid") or "full"
+    # Figure links relative to the published results.md (the study's are repo-root relative).
+    fig = "docs/results/" if grid in ("full", "core", "quick") else ""
+    how = " --quick" if meta.get("quick") else "" if grid in ("full", "quick") else f" --grid {grid}"
     parts = [f"Measured on {meta.get('date', '?')} ({meta.get('machine', '?')}), world "
-             f"`{meta.get('world', '?')}`, by `python -m bench.science"
-             f"{' --quick' if meta.get('quick') else ''}` (model line `{meta.get('model_line')}`)."]
+             f"`{meta.get('world', '?')}`, by `python -m bench.science{how}` "
+             f"(model line `{meta.get('model_line')}`)."]
     mx = results.get("matrix")
     if mx:
         parts.append(f"**Matrix.** {mx['tasks']} statistics jobs (tasks from {len(mx['families'])} "
@@ -191,8 +202,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"multiplicative (rank 1) {_f(r['multiplicative_r2'])}, task-only "
                      f"{_f(r['task_only_r2'])}, example-only {_f(r['example_only_r2'])}. Mean ΔNLL "
                      f"{_f(lr['mean_forgetting'])} nats; {100 * lr['frac_positive']:.1f}% of entries > 0."
-                     "\n\n![forgetting heatmap](docs/results/heatmap.png) "
-                     "![R² by rank](docs/results/r2_by_rank.png)")
+                     f"\n\n![forgetting heatmap]({fig}heatmap.png) "
+                     f"![R² by rank]({fig}r2_by_rank.png)")
     ps = results.get("per_source")
     if ps:
         srcs = ps["sources"]
@@ -222,7 +233,7 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{_f(pred[key]['results'][m]['metrics']['precision_at_0.05']['mean'])}"
                       for _, key in cols]] for m in methods]
         parts.append("**k sweep** (RMSE×100 / P@5%):\n\n" + _table(["method", *[f"k = {k}" for k, _ in cols]], rows)
-                     + "\n\n![k sweep](docs/results/k_sweep.png)")
+                     + f"\n\n![k sweep]({fig}k_sweep.png)")
     if "leverage" in pred and "main" in pred:
         rows = [[m, _f(pred["main"]["results"][m]["metrics"]["rmse_x100"]["mean"], 2),
                  _f(pred["leverage"]["results"][m]["metrics"]["rmse_x100"]["mean"], 2),
@@ -269,7 +280,7 @@ def markdown(results: dict[str, Any]) -> str:
         if rep["summary"].get("failed"):
             parts.append(f"{len(rep['summary']['failed'])} release(s) failed and are left out: "
                          + "; ".join(f"{f['task']} {f['strategy']}: {f['error'][:80]}" for f in rep["summary"]["failed"]))
-        parts.append("![replay](docs/results/replay.png)")
+        parts.append(f"![replay]({fig}replay.png)")
     temp = results.get("temperature")
     if temp and temp.get("summary"):
         summ = temp["summary"]
@@ -303,9 +314,11 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def publish(out: Path, root: Path) -> None:
-    """Copy the figures and results to docs/results/."""
-    dest = root / "docs" / "results"
+    """Copy the figures and results to docs/results/ (the study) or docs/results/<grid>/."""
+    import json
+
+    dest = results_dir(json.loads((out / "results.json").read_text()), root)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (*FIGURES, "results.json", "results.md"):
+    for name in (*FIGURES, "results.json", "results.md", "budget-curve.md", "budget_curve.png"):
         if (out / name).exists():
             shutil.copy2(out / name, dest / name)
