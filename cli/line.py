@@ -107,6 +107,9 @@ def _show_demo(r: dict[str, Any]) -> None:
     table(f"new task {r['new_task']}: held-out (never replayed) forgetting by strategy",
           ["replay", "task loss before", "after", "held-out ΔNLL", "distinct / budget", "slots",
            "version", "champion"], rows)
+    say("one task, one seed: this shows the loop, it is no evidence that one strategy forgets "
+        "less. The comparison over tasks (matched controls, task-level tests, CIs) is "
+        "docs/results/ (`python -m bench.science`).")
     sources = sorted({s for res in r["releases"] for s in res["heldout_per_source"]})
     table("held-out ΔNLL per upstream source", ["source", *[res["method"] for res in r["releases"]]],
           [[s, *[res["heldout_per_source"].get(s) for res in r["releases"]]] for s in sources])

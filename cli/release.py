@@ -93,13 +93,19 @@ def _show_release(r: dict[str, Any]) -> None:
     table(f"release {r['task']} ({r['method']}, {r['mode']})", ["", "value"], [
         ["version", r.get("version")], ["champion", r.get("champion")],
         ["task loss before → after", f"{r['task_loss_before']:.4f} → {r['task_loss_after']:.4f}"],
-        ["held-out forgetting (mean ΔNLL)", r.get("heldout_forgetting")],
+        ["held-out forgetting (mean ΔNLL) vs parent", r.get("heldout_forgetting")],
+        [f"held-out forgetting vs base (version {r.get('base_version')})", r.get("heldout_vs_base")],
         ["replayed (distinct / budget)", f"{r.get('replayed')} / {r.get('budget')}"],
         ["replay slots (share of positions)",
          f"{r.get('replay_slots')} ({r.get('replay_slot_share') or 0:.2%})"],
         ["gate", "passed" if gate["passed"] else "failed: " + "; ".join(gate["reasons"])],
         ["job", f"{r['job_id']} (run {r['run_id']})" + (" — reused" if r.get("reused") else "")],
     ])
+    if r.get("retention"):
+        table("earlier tasks of the chain: test loss just after their release → now",
+              ["version", "task", "at release", "now", "increase"],
+              [[x["version"], x["task"], x["loss_at_release"], x["loss_now"], f"{x['increase']:+.4f}"]
+               for x in r["retention"]])
     if r.get("note"):
         say(f"note: {r['note']}")
 
@@ -107,14 +113,20 @@ def _show_release(r: dict[str, Any]) -> None:
 @app.command("list")
 @handle_errors
 def list_versions(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """The model line's versions with their aliases and lineage."""
+    """The model line's versions with their aliases and lineage: each release's held-out
+    forgetting against its parent and against the base, and the largest loss increase of an
+    earlier task of its chain (nats)."""
     from service.tracking.registry import Registry
     from service.tracking.store import Tracker
 
     versions = [v.to_dict() for v in Registry(Tracker(settings())).versions()]
-    emit(versions, as_json, lambda vs: table("versions", ["version", "aliases", "task", "method", "parent", "gate"], [
-        [v["version"], ",".join(v["aliases"]), v["tags"].get("ftctl.task"), v["tags"].get("ftctl.method"),
-         v["tags"].get("ftctl.parent_version"), v["tags"].get("ftctl.gate", "")] for v in vs]))
+    emit(versions, as_json, lambda vs: table(
+        "versions", ["version", "aliases", "task", "method", "parent", "gate", "ΔNLL vs parent",
+                     "vs base", "earlier tasks (max Δloss)"], [
+            [v["version"], ",".join(v["aliases"]), v["tags"].get("ftctl.task"), v["tags"].get("ftctl.method"),
+             v["tags"].get("ftctl.parent_version"), v["tags"].get("ftctl.gate", ""),
+             v["tags"].get("ftctl.heldout_forgetting", ""), v["tags"].get("ftctl.heldout_vs_base", ""),
+             v["tags"].get("ftctl.earlier_loss_increase_max", "")] for v in vs]))
 
 
 @app.command("show")

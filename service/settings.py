@@ -92,6 +92,12 @@ class Settings:
     gate_max_relative_to_random: float = 0.0
     """Gate (0 = off): held-out forgetting must not exceed this multiple of a random-replay
     release of the same task from the same parent, measured earlier (e.g. 1.0: no worse)."""
+    gate_max_cumulative_forgetting: float = 1.0
+    """Gate (0 = off): mean held-out ΔNLL (nats) against the line's base (release 0) — the drift
+    a chain of releases adds up to, each within its own budget against its parent."""
+    gate_max_earlier_task_loss_increase: float = 0.5
+    """Gate (0 = off): no task an earlier release of the chain learned may lose more than this
+    many nats of test loss against its loss just after its own release."""
     workers: int = 2
     """Parallel processes for statistics jobs in-process (one torch thread each)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +141,9 @@ class Settings:
             raise ServiceError(f"self_replay_tokens must be >= 1, got {self.self_replay_tokens}")
         if self.workers < 1:
             raise ServiceError(f"workers must be >= 1, got {self.workers}")
+        for name in ("gate_max_cumulative_forgetting", "gate_max_earlier_task_loss_increase"):
+            if getattr(self, name) < 0:
+                raise ServiceError(f"{name} must be >= 0 nats (0 = off), got {getattr(self, name)}")
         if self.gate_max_relative_to_random < 0:
             raise ServiceError(f"gate_max_relative_to_random must be >= 0 (0 = off), got "
                                f"{self.gate_max_relative_to_random}")

@@ -38,6 +38,7 @@ HEAVY = {
     "tests/service/test_demo.py": "`ftctl demo` end to end on the tiny world, ~60 s",
     "tests/service/test_release_cli.py": "one CLI session (init, statistics, releases), ~55 s",
     "tests/service/test_auto_ratio.py": "five tiny releases under --replay-ratio auto, ~40 s",
+    "tests/service/test_chain.py": "a chain of four tiny releases, ~45 s",
 }
 
 

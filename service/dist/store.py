@@ -23,7 +23,8 @@ STALE = ("error", "finished", "summary", "started", "worker", "attempts", "progr
 # Settings a submitter may override per job; everything else (paths, URIs) is the workers' own.
 JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
                  "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting",
-                 "gate_max_relative_to_random", "gate_require_task_gain", "self_replay_tokens")
+                 "gate_max_relative_to_random", "gate_require_task_gain", "self_replay_tokens",
+                 "gate_max_cumulative_forgetting", "gate_max_earlier_task_loss_increase")
 
 
 def job_overrides(settings: Settings) -> dict[str, Any]:

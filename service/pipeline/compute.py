@@ -43,6 +43,9 @@ class TrainSpec:
     stop_at: int | None = None  # stop (and checkpoint) after this many of `steps`
     extra_pool: list[Any] = field(default_factory=list)  # replayable Examples beside the upstream set
     checkpoint_every: int = 0  # also checkpoint every this many steps (a dead worker resumes)
+    # Test splits measured after training beside the task's own (earlier tasks of the chain):
+    # name -> Examples; their mean NLL comes back in TrainOutcome.eval_after.
+    eval_sets: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class TrainOutcome:
     seconds: float
     save_dir: str | None = None
     resumed_from: int = 0  # steps a checkpoint of an earlier attempt had already trained
+    eval_after: dict[str, float] = field(default_factory=dict)  # TrainSpec.eval_sets' mean NLL
 
 
 def finetune_config(settings: Settings, steps: int, seed: int, num_threads: int | None = None) -> Any:
@@ -160,6 +164,9 @@ def train_and_measure(
                       progress=progress, checkpoint=ckpt, data=enc.task_config())
     model = result.model
     test_after = float(np.mean(measure_nll(model, tok, task.test, **options)))
+    # The same measure as test_after, so a chain compares an earlier task's loss like for like.
+    eval_after = {name: float(np.mean(measure_nll(model, tok, exs, **options)))
+                  for name, exs in spec.eval_sets.items() if exs}
     examples = [upstream.examples[i] for i in spec.measure]
     after = (measure_nll(model, tok, examples, progress=measure_progress, **options)
              if examples else np.zeros(0))
@@ -170,7 +177,7 @@ def train_and_measure(
         measured=np.asarray(spec.measure), nll_after=np.asarray(after, dtype=np.float64),
         test_before=test_before, test_after=test_after, replayed_ids=list(result.replayed_ids),
         history=list(result.history), steps=result.steps, resumed_from=result.resumed_from,
-        seconds=time.perf_counter() - t0, save_dir=spec.save_dir,
+        seconds=time.perf_counter() - t0, save_dir=spec.save_dir, eval_after=eval_after,
     )
 
 

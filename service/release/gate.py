@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from service.release.chain import Retention
 from service.settings import Settings
 from service.tracking.store import TAG, Tracker
 
@@ -26,6 +27,15 @@ class ReplayUse:
 
 
 @dataclass(frozen=True)
+class ChainUse:
+    """Where the release leaves the chain: drift from the line's base and earlier tasks' losses."""
+
+    base_version: int
+    heldout_vs_base: float | None  # held-out ΔNLL against the base (None: nothing held out)
+    retention: list[Retention]  # each earlier task's test loss now vs just after its release
+
+
+@dataclass(frozen=True)
 class Gate:
     passed: bool
     reasons: list[str]  # why it failed; empty when it passed
@@ -33,6 +43,7 @@ class Gate:
     budget: float
     random_baseline: float | None
     replay: ReplayUse | None = None
+    chain: ChainUse | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -44,7 +55,7 @@ class Gate:
 
 def evaluate_gate(settings: Settings, metrics: dict[str, float], task_loss_before: float,
                   task_loss_after: float, random_baseline: float | None = None,
-                  replay: ReplayUse | None = None) -> Gate:
+                  replay: ReplayUse | None = None, chain: ChainUse | None = None) -> Gate:
     """Judge a release by its logged metrics; nothing measured (NaN) is never a pass. A release
     that replayed more distinct examples than its budget, or more slots than its ratio allows,
     broke the budget contract and does not pass."""
@@ -69,11 +80,31 @@ def evaluate_gate(settings: Settings, metrics: dict[str, float], task_loss_befor
         elif not held <= factor * random_baseline:
             reasons.append(f"held-out forgetting {held:.4f} > {factor:g} x random replay's "
                            f"{random_baseline:.4f}")
+    if chain is not None:
+        reasons += chain_reasons(settings, chain)
     if settings.gate_require_task_gain and not task_loss_after < task_loss_before:
         reasons.append(f"task loss did not improve ({task_loss_before:.4f} → {task_loss_after:.4f})")
     return Gate(passed=not reasons, reasons=reasons, heldout_forgetting=held,
                 budget=settings.gate_max_heldout_forgetting, random_baseline=random_baseline,
-                replay=replay)
+                replay=replay, chain=chain)
+
+
+def chain_reasons(settings: Settings, chain: ChainUse) -> list[str]:
+    """The chain's budgets (0 = off): drift from the base, and each earlier task's loss increase
+    since its own release. A figure that could not be measured is no failure (a first release
+    has no earlier task; an old parent has no logged test split)."""
+    reasons = []
+    cap = settings.gate_max_cumulative_forgetting
+    if cap > 0 and chain.heldout_vs_base is not None and not chain.heldout_vs_base <= cap:
+        reasons.append(f"held-out forgetting vs the base (version {chain.base_version}) "
+                       f"{chain.heldout_vs_base:.4f} > cumulative budget {cap}")
+    cap = settings.gate_max_earlier_task_loss_increase
+    if cap > 0:
+        for r in chain.retention:
+            if not r.increase <= cap:
+                reasons.append(f"earlier task {r.task} (version {r.version}) lost {r.increase:+.4f} "
+                               f"nats of test loss since its release > budget {cap}")
+    return reasons
 
 
 def random_baseline(tracker: Tracker, task_digest: str, parent_version: int) -> float | None:

@@ -22,6 +22,7 @@ def register_release(registry: Registry, state: ReleaseState, gate: Gate,
         version = registry.register(state.run_id, "model", {
             TAG + "parent_version": state.parent_version, TAG + "task": state.task_name,
             TAG + "method": state.effective, TAG + "gate": gate.verdict,
+            **chain_tags(gate),
             TAG + "digest": state.digest, TAG + "job_id": state.job_id})
         for old in mine:  # left by an attempt that failed after registering: never the answer
             registry.client.set_model_version_tag(registry.name, str(old.version),
@@ -40,3 +41,15 @@ def register_release(registry: Registry, state: ReleaseState, gate: Gate,
     say(f"registered version {version.version} @candidate"
         + (", promoted to @champion" if out["champion"] else f", not promoted ({why})"))
     return out
+
+
+def chain_tags(gate: Gate) -> dict[str, str]:
+    """The version's place in its chain, on the version itself (what `release list` shows)."""
+    tags = {TAG + "heldout_forgetting": f"{gate.heldout_forgetting:.4f}"}
+    chain = gate.chain
+    if chain is not None:
+        if chain.heldout_vs_base is not None:
+            tags[TAG + "heldout_vs_base"] = f"{chain.heldout_vs_base:.4f}"
+        if chain.retention:
+            tags[TAG + "earlier_loss_increase_max"] = f"{max(r.increase for r in chain.retention):.4f}"
+    return tags

@@ -33,6 +33,7 @@ from service.errors import ServiceError
 from service.pipeline.compute import finetune_config, replay_steps, task_steps
 from service.pipeline.inputs import JobContext, Task, heldout_size, job_context, resolve_task
 from service.pipeline.stats import log_inputs
+from service.release.chain import ancestry, earlier_tasks, log_test_split
 from service.release.stages import STAGES
 from service.release.state import Finished, ReleaseState
 from service.settings import Settings
@@ -136,6 +137,7 @@ def open_release(settings: Settings, req: ReleaseRequest,
     if done is not None:
         return Finished(job_id=job_id, result=done)
     model_dir = str(registry.local_dir(parent))  # before the run opens: a download can fail
+    chain = ancestry(registry, parent)  # parent … base: what this release is measured against
     key = train_key(task.digest, parent.version, finetune_config(settings, steps, seed).to_dict(),
                     upstream.digest, settings.model_line)
     tags = {TAG + "task": task.name, TAG + "family": task.family, TAG + "task_digest": task.digest,
@@ -153,13 +155,16 @@ def open_release(settings: Settings, req: ReleaseRequest,
         run.log_params(config)
         run.log_dict(config, "config.json")
         log_inputs(run, task, upstream)
+        log_test_split(run, task.test)  # later releases measure this task's retention on it
+        earlier = earlier_tasks(tracker, chain)
     work = settings.workspace.resolve()
     return ReleaseState(
         job_id=job_id, run_id=run.run_id, task_ref=req.task, task_name=task.name,
         task_digest=task.digest, method=method, mode=req.mode, seed=seed, steps=steps,
         parent_version=parent.version, model_dir=model_dir, model_key=model_key(parent),
         train_key=key, digest=upstream.digest, measure_all=req.measure_all, register=req.register,
-        replay_source=req.replay_source,
+        replay_source=req.replay_source, base_version=chain[-1].version,
+        base_key=model_key(chain[-1]), earlier=earlier,
         promote=req.promote, save_dir=str(work / "models" / run.run_id),
         ckpt_dir=str(work / "checkpoints" / job_id), started=time.time())
 

@@ -38,7 +38,8 @@ from service.pipeline.compute import (
 )
 from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.pipeline.stats import log_training
-from service.release.gate import ReplayUse, evaluate_gate, random_baseline
+from service.release.chain import base_nll, chain_figures, eval_sets, retention_metrics
+from service.release.gate import ChainUse, ReplayUse, evaluate_gate, random_baseline
 from service.release.promotion import register_release
 from service.release.state import Outcome, ReleaseState
 from service.settings import Settings
@@ -358,6 +359,7 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         extra = {"switches": [(state.switch_step * per_step,
                                list(zip(state.plan_ids, state.plan_weights, strict=True)))],
                  "checkpoint_fallback": str(Path(state.ckpt_dir) / "warmup.ckpt")}
+    extra["eval_sets"] = eval_sets(tracker, state.earlier)  # the chain's earlier tasks
     stage = "train" if state.method == "none" else "replay-train"
     with _child(tracker, state, stage) as child:
         out = train_and_measure(
@@ -373,15 +375,25 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
                        heldout=upstream.heldout[measure])
         metrics = log_row(child, row, upstream.texts,
                           title=f"release: {state.task_name} ({state.effective})")
+    base = None
+    if state.base_version and state.base_version != state.parent_version:
+        base = base_nll(settings, tracker, state.base_version, state.base_key, upstream,
+                        progress=count_messages(say, "measuring the line's base model"))[measure]
+    vs_base, retention = chain_figures(heldout=upstream.heldout[measure], nll_after=out.nll_after,
+                                       before=before[measure], base=base, earlier=state.earlier,
+                                       eval_after=out.eval_after)
+    chain = retention_metrics(retention) | ({} if vs_base is None else {"heldout_forgetting_vs_base": vs_base})
     run = tracker.attach(state.run_id)
     run.log_dataframe(row, "forgetting/row.parquet")
+    run.log_dict({"base_version": state.base_version, "heldout_forgetting_vs_base": vs_base,
+                  "earlier_tasks": [r.to_dict() for r in retention]}, "chain/retention.json")
     cfg = finetune_config(settings, out.steps, state.seed)
     positions = out.steps * cfg.examples_per_step * cfg.devices  # task + replay slots trained on
     budget = 0 if state.method == "none" else state.budget
     replay = {"replay_budget": float(budget), "replay_distinct": float(len(set(out.replayed_ids))),
               "replay_slots": float(len(out.replayed_ids)),
               "replay_slot_share": len(out.replayed_ids) / max(positions, 1)}
-    run.log_metrics({**metrics, **replay, "task_loss_before": out.test_before,
+    run.log_metrics({**metrics, **replay, **chain, "task_loss_before": out.test_before,
                      "task_loss_after": out.test_after})
     if state.register:
         run.log_artifacts(Path(state.save_dir), "model")
@@ -390,7 +402,7 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         replayed=len(set(out.replayed_ids)),
         heldout_per_source=row[row["heldout"]].groupby("source")["delta"].mean().to_dict(),
         replay_slots=len(out.replayed_ids), replay_slot_share=replay["replay_slot_share"],
-        budget=budget)
+        budget=budget, heldout_vs_base=vs_base, retention=retention)
     return state
 
 
@@ -407,7 +419,9 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
                 if settings.gate_max_relative_to_random > 0 else None)
     gate = evaluate_gate(settings, o.metrics, o.task_loss_before, o.task_loss_after, baseline,
                          replay=ReplayUse(budget=o.budget, distinct=o.replayed, slots=o.replay_slots,
-                                          slot_share=o.replay_slot_share, ratio=state.ratio))
+                                          slot_share=o.replay_slot_share, ratio=state.ratio),
+                         chain=ChainUse(base_version=state.base_version, heldout_vs_base=o.heldout_vs_base,
+                                        retention=o.retention))
     run.set_tags({TAG + "gate": gate.verdict, TAG + "gate_reasons": "; ".join(gate.reasons) or "ok"})
     result: dict[str, Any] = {
         "task": state.task_name, "method": state.effective, "requested_method": state.method,
@@ -420,6 +434,8 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
         "per_source": {k.split(".", 1)[1]: v for k, v in o.metrics.items()
                        if k.startswith("forgetting_source.")},
         "heldout_per_source": o.heldout_per_source, "version": None, "champion": False,
+        "base_version": state.base_version, "heldout_vs_base": o.heldout_vs_base,
+        "retention": [r.to_dict() for r in o.retention],
         "seconds": time.time() - state.started}
     if state.register:
         result.update(register_release(Registry(tracker), state, gate, say))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from service.errors import ServiceError
+from service.release.chain import EarlierTask, Retention
 
 STATE_VERSION = 2
 
@@ -33,6 +34,8 @@ class Outcome:
     replay_slots: int = 0  # replay positions trained on (an example replayed twice counts twice)
     replay_slot_share: float = 0.0  # replay_slots / all positions trained on
     budget: int = 0  # distinct upstream examples the release may replay (0: no replay)
+    heldout_vs_base: float | None = None  # held-out ΔNLL against the line's base (release 0)
+    retention: list[Retention] = field(default_factory=list)  # the chain's earlier tasks
 
 
 @dataclass
@@ -61,6 +64,11 @@ class ReleaseState:
     save_dir: str
     ckpt_dir: str
     started: float
+    # The chain this release extends (service/release/chain.py): the line's base and the tasks
+    # the parent's ancestry learned, for forgetting vs base and earlier-task retention.
+    base_version: int = 0  # 0: not known (a state from before chains)
+    base_key: str = ""
+    earlier: list[EarlierTask] = field(default_factory=list)
     # -- begin: method, budget, probes, warm-up replay ----------------------------------------
     effective: str = ""  # the method used (the requested one, or its fallback)
     fallback: str | None = None  # why the requested method was not used; None = it was
@@ -124,5 +132,8 @@ def decode(data: Any, stage: str) -> ReleaseState | Finished:
         raise ServiceError(f"bad arguments: ftctl.release_{stage} state has unknown fields {unknown} "
                            f"and lacks {missing}; resubmit the release with `ftctl jobs retry`")
     if isinstance(body.get("outcome"), dict):
-        body["outcome"] = Outcome(**body["outcome"])
+        out = dict(body["outcome"])
+        out["retention"] = [Retention(**r) for r in out.get("retention", [])]
+        body["outcome"] = Outcome(**out)
+    body["earlier"] = [EarlierTask(**e) for e in body.get("earlier", [])]
     return ReleaseState(**body)

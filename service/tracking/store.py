@@ -39,6 +39,10 @@ ROW_ARTIFACT = "forgetting/row.parquet"
 RESULT_ARTIFACT = "result.json"
 ROW_COLUMNS = ("example_id", "source", "nll_before", "nll_after", "delta", "replayed", "heldout")
 TAG = "ftctl."  # prefix of every ftctl tag
+# MLflow 3 infers an untagged experiment's kind and opened ftctl's in its GenAI view (traces);
+# tagged, the UI opens it on its training runs.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -135,12 +139,15 @@ class Tracker:
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
+                if exp.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:  # a line made before the tag
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
                 return exp.experiment_id
             location = None
             if self.uri.startswith("sqlite:"):
                 location = self.settings.artifact_root.as_uri()
             self.created = True
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
         except MlflowException as e:
             raise ServiceError(
                 f"tracking store {self.uri} refused the request ({_first_line(e)}); "
@@ -239,7 +246,17 @@ class Tracker:
         return runs[-1] if runs else None
 
     def job_result(self, run_id: str) -> dict[str, Any]:
-        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{RESULT_ARTIFACT}")
+        return self.load_dict(run_id, RESULT_ARTIFACT)
+
+    def load_dict(self, run_id: str, artifact_file: str, missing_ok: bool = False) -> Any:
+        """A JSON artifact of a run (what `RunHandle.log_dict` wrote); None when `missing_ok`
+        and the run has no such artifact."""
+        try:
+            return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
+        except (MlflowException, OSError):
+            if missing_ok:
+                return None
+            raise
 
     def load_row(self, run_id: str) -> pd.DataFrame:
         """A logged forgetting row, cached locally by run id (rows are immutable once logged)."""
