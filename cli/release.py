@@ -77,6 +77,53 @@ def new_task(
     emit(result, as_json, _show_release)
 
 
+@app.command("chain")
+@handle_errors
+def chain(
+    data: Annotated[list[str], typer.Argument(help="Tasks in release order: embedded task names or paths to task data.")],
+    method: Annotated[str, typer.Option(help=f"{method_help()}; default from settings.")] = "",
+    mode: Annotated[str, typer.Option(help="online or offline (see `release new-task`).")] = "online",
+    replay_ratio: Annotated[float | None, typer.Option(help="Replay budget ratio r for every release (study: 1/32).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every release.")] = None,
+    name: Annotated[str, typer.Option(help="Run name prefix (NAME:1, NAME:2, …).")] = "",
+    stop_on_failure: Annotated[bool, typer.Option(help="End the chain at the first release whose gate fails (default: a failed release leaves the champion where it was and the chain goes on).")] = False,
+    remote: Annotated[bool, typer.Option(help="Run each release on the Celery workers, one after another.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Release several tasks in order, each from the version the one before it made (when it
+    passed its gate): each release's forgetting vs its parent and vs the base, and its earlier
+    tasks' retention. Starts from the @champion; a rerun reuses the links that finished."""
+    from service.release.request import ReleaseRequest
+    from service.release.series import release_chain
+
+    s = settings(replay_ratio=replay_ratio)
+    template = ReleaseRequest(task=data[0] if data else "", method=method, mode=mode,  # type: ignore[arg-type]
+                              seed=seed, name=name)
+    run_one = None
+    if remote:
+        from cli import worker
+
+        run_one = worker.remote_release_runner(as_json)
+    emit(release_chain(s, data, template, run_one=run_one, stop_on_failure=stop_on_failure,
+                       progress=say), as_json, _show_chain)
+
+
+def _show_chain(r: dict[str, Any]) -> None:
+    table("chain: each release from the champion the one before it left",
+          ["#", "task", "version", "champion", "gate", "ΔNLL vs parent", "vs base", "earlier tasks (max Δloss)"],
+          [[i, x["task"], x.get("version"), "yes" if x.get("champion") else "",
+            "passed" if x["gate"]["passed"] else "failed: " + "; ".join(x["gate"]["reasons"]),
+            x.get("heldout_forgetting"), x.get("heldout_vs_base"),
+            max((e["increase"] for e in x.get("retention") or []), default=None)]
+           for i, x in enumerate(r["releases"], 1)])
+    sm = r["summary"]
+    say(f"from version {r['start_version']}: {r['promoted']} of {len(r['releases'])} promoted; "
+        f"last passing link version {sm['last_version']}: "
+        f"held-out ΔNLL vs base {sm['heldout_vs_base']}, earlier tasks' mean loss increase "
+        f"{sm['earlier_task_loss_increase_mean']}" + ("" if r["complete"] else " (chain stopped early)"))
+
+
 def _show_auto(r: dict[str, Any]) -> None:
     _show_release(r)
     a = r["auto"]

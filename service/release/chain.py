@@ -153,3 +153,22 @@ def chain_figures(*, heldout: Any, nll_after: Any, before: Any, base: Any | None
     retention = [Retention(e.version, e.task, e.loss_at_release, eval_after[earlier_key(e)])
                  for e in earlier if earlier_key(e) in eval_after]
     return vs_base, retention
+
+
+def log_chain(run: RunHandle, settings: Any, tracker: Tracker, upstream: Any, *, measure: Any,
+              before: Any, nll_after: Any, eval_after: dict[str, float], base_version: int,
+              base_key: str, parent_version: int, earlier: list[EarlierTask],
+              progress: Any = None) -> tuple[float | None, list[Retention], dict[str, float]]:
+    """A release's chain figures, logged on its run (chain/retention.json): (held-out ΔNLL vs
+    the base, earlier-task retention, their metrics). `measure` are the measured columns,
+    `nll_after` aligned with them, `before` the parent's NLL of every column."""
+    base = None
+    if base_version and base_version != parent_version:
+        base = base_nll(settings, tracker, base_version, base_key, upstream, progress=progress)[measure]
+    vs_base, retention = chain_figures(heldout=upstream.heldout[measure], nll_after=nll_after,
+                                       before=before[measure], base=base, earlier=earlier,
+                                       eval_after=eval_after)
+    run.log_dict({"base_version": base_version, "heldout_forgetting_vs_base": vs_base,
+                  "earlier_tasks": [r.to_dict() for r in retention]}, "chain/retention.json")
+    metrics = retention_metrics(retention) | ({} if vs_base is None else {"heldout_forgetting_vs_base": vs_base})
+    return vs_base, retention, metrics

@@ -38,13 +38,14 @@ from service.pipeline.compute import (
 )
 from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream, resolve_task
 from service.pipeline.stats import log_training
-from service.release.chain import base_nll, chain_figures, eval_sets, retention_metrics
+from service.release.chain import eval_sets, log_chain
 from service.release.gate import ChainUse, ReplayUse, evaluate_gate, random_baseline
 from service.release.promotion import register_release
+from service.release.report import controls, log_comparison, log_release_view
 from service.release.state import Outcome, ReleaseState
 from service.settings import Settings
 from service.tracking.jobs import end_job, finished_result
-from service.tracking.lineage import plain_row
+from service.tracking.lineage import plain_row, row_delta
 from service.tracking.registry import Registry
 from service.tracking.rows import log_row, make_row
 from service.tracking.store import TAG, RunHandle, Tracker
@@ -229,6 +230,11 @@ def warmup(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Releas
     return state
 
 
+def _plain_run(state: ReleaseState) -> str:
+    assert state.plain_run or state.plain_child, "predict needs the plain fine-tune of begin or warmup"
+    return state.plain_run or state.plain_child  # type: ignore[return-value]
+
+
 def _generate(settings: Settings, state: ReleaseState, say: Say) -> None:
     """The parent samples `self_budget` sequences (seeded), logged as replay/self_generated.json."""
     import torch
@@ -251,14 +257,6 @@ def _generate(settings: Settings, state: ReleaseState, say: Say) -> None:
                         "examples": state.self_examples}, "replay/self_generated.json")
         child.log_metrics({"generated": float(len(got))})
     say(f"the parent sampled {len(got)} sequences to replay")
-
-
-def _plain_delta(tracker: Tracker, state: ReleaseState, upstream: Upstream) -> np.ndarray:
-    """ΔNLL of every upstream example after the plain fine-tune (NaN where not measured)."""
-    run_id = state.plain_run or state.plain_child  # the one `begin`/`warmup` chose
-    assert run_id is not None, "predict needs the plain fine-tune of begin or warmup"
-    df = tracker.load_row(run_id).set_index("example_id")
-    return df["delta"].reindex(upstream.ids).to_numpy(np.float64)
 
 
 def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
@@ -285,7 +283,7 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
         ids, weights = state.warmup_ids, state.warmup_weights
     else:
         if state.method == "oracle":
-            predicted = _plain_delta(tracker, state, upstream)
+            predicted = row_delta(tracker, _plain_run(state), upstream.ids)
         else:
             predicted = _complete(settings, tracker, state, upstream, online)
         ids, weights = sample(predicted, rest, upstream, settings, "softmax",
@@ -305,7 +303,7 @@ def _complete(settings: Settings, tracker: Tracker, state: ReleaseState, upstrea
     """The predicted row: the probes' ΔNLL folded into the completion model begin chose."""
     probes = np.asarray(state.probes)
     if not online:
-        state.probe_delta = _plain_delta(tracker, state, upstream)[probes].tolist()
+        state.probe_delta = row_delta(tracker, _plain_run(state), upstream.ids)[probes].tolist()
     fit = completer(settings, tracker, upstream, state.effective, state.parent_version,
                     state.task_name, rows=state.rows)
     emb = None
@@ -375,18 +373,15 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
                        heldout=upstream.heldout[measure])
         metrics = log_row(child, row, upstream.texts,
                           title=f"release: {state.task_name} ({state.effective})")
-    base = None
-    if state.base_version and state.base_version != state.parent_version:
-        base = base_nll(settings, tracker, state.base_version, state.base_key, upstream,
-                        progress=count_messages(say, "measuring the line's base model"))[measure]
-    vs_base, retention = chain_figures(heldout=upstream.heldout[measure], nll_after=out.nll_after,
-                                       before=before[measure], base=base, earlier=state.earlier,
-                                       eval_after=out.eval_after)
-    chain = retention_metrics(retention) | ({} if vs_base is None else {"heldout_forgetting_vs_base": vs_base})
     run = tracker.attach(state.run_id)
     run.log_dataframe(row, "forgetting/row.parquet")
-    run.log_dict({"base_version": state.base_version, "heldout_forgetting_vs_base": vs_base,
-                  "earlier_tasks": [r.to_dict() for r in retention]}, "chain/retention.json")
+    vs_base, retention, chain = log_chain(
+        run, settings, tracker, upstream, measure=measure, before=before, nll_after=out.nll_after,
+        eval_after=out.eval_after, base_version=state.base_version, base_key=state.base_key,
+        parent_version=state.parent_version, earlier=state.earlier,
+        progress=count_messages(say, "measuring the line's base model"))
+    log_release_view(run, row, upstream, f"release: {state.task_name} ({state.effective})",
+                     state.warmup_ids, state.plan_ids, self_generated=len(state.self_examples))
     cfg = finetune_config(settings, out.steps, state.seed)
     positions = out.steps * cfg.examples_per_step * cfg.devices  # task + replay slots trained on
     budget = 0 if state.method == "none" else state.budget
@@ -437,6 +432,8 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
         "base_version": state.base_version, "heldout_vs_base": o.heldout_vs_base,
         "retention": [r.to_dict() for r in o.retention],
         "seconds": time.time() - state.started}
+    log_comparison(run, state.effective, result["heldout_forgetting"], o.heldout_per_source,
+                   controls(tracker, state.task_digest, state.parent_version, state.run_id))
     if state.register:
         result.update(register_release(Registry(tracker), state, gate, say))
     out = end_job(run, kind="release", job_id=state.job_id, result=result)

@@ -68,3 +68,9 @@ def plain_row(tracker: Tracker, key: str, ids: Sequence[str],
     if not set(ids) <= set(df.index):
         return None
     return df.loc[list(ids), "delta"].to_numpy(np.float64), runs[-1].info.run_id
+
+
+def row_delta(tracker: Tracker, run_id: str, ids: Sequence[str]) -> np.ndarray:
+    """ΔNLL of a logged row in `ids` order (NaN where the row did not measure an example)."""
+    df = tracker.load_row(run_id).set_index("example_id")
+    return df["delta"].reindex(list(ids)).to_numpy(np.float64)

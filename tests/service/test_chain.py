@@ -14,19 +14,24 @@ from tests.service.test_release_cli import ok_json, tracker
 def test_a_chain_measures_drift_from_the_base_and_earlier_task_retention(tmp_path: Path) -> None:
     from service.release.chain import ancestry
     from service.release.request import ReleaseRequest, release_new_task
+    from service.release.series import release_chain
     from service.settings import load_settings
     from service.tracking.registry import Registry
 
     ws = tmp_path / "ws"
     ok_json(ws, "init", "--world", "tiny")
     s = load_settings(overrides={"workspace": ws, "gate_require_task_gain": False}, env={})
-    a = release_new_task(s, ReleaseRequest(task="py_io", method="random"))
+    # Two links through the CLI: each from the champion the one before it left.
+    chain = ok_json(ws, "release", "chain", "py_io", "bible_law", "--method", "random")
+    a, b = chain["releases"]
+    assert chain["complete"] and chain["promoted"] == 2
     assert a["champion"] and a["base_version"] == 1
     # From the base, the base is the parent: the two figures are one.
     assert a["heldout_vs_base"] == pytest.approx(a["heldout_forgetting"], abs=1e-9)
     assert a["retention"] == []  # the base learned no task
-    b = release_new_task(s, ReleaseRequest(task="bible_law", method="random"))
     assert b["parent_version"] == a["version"] and b["base_version"] == 1
+    assert chain["summary"]["last_version"] == b["version"] and chain["start_version"] == 1
+    assert chain["summary"]["heldout_vs_base"] == pytest.approx(b["heldout_vs_base"])
     # Means over the same held-out examples add up: (B − base) = (B − A) + (A − base).
     assert b["heldout_vs_base"] == pytest.approx(b["heldout_forgetting"] + a["heldout_vs_base"], abs=1e-4)
     [ret] = b["retention"]
@@ -59,6 +64,29 @@ def test_a_chain_measures_drift_from_the_base_and_earlier_task_retention(tmp_pat
     d = release_new_task(off, ReleaseRequest(task="translate_fra", method="random", promote=False, seed=1))
     assert d["heldout_vs_base"] is not None
     assert not any("vs the base" in x or "earlier task" in x for x in d["gate"]["reasons"])
+    # The release run itself carries what a reviewer opens: table, figures, plan, and the
+    # comparison with the other releases of the same task from the same parent (c).
+    arts = {f.path for f in t.client.list_artifacts(d["run_id"], "figures")}
+    assert {"figures/heldout_vs_controls.png", "figures/forgetting_hist.png"} <= arts
+    top = t.load_dict(d["run_id"], "forgetting/top_forgotten.json")
+    assert "text" in top["columns"] and top["data"]
+    plan = t.load_dict(d["run_id"], "replay/plan.json")
+    assert plan["distinct"] == d["replayed"] <= d["budget"] and sum(plan["by_source"].values()) == plan["distinct"]
+    comp = t.load_dict(d["run_id"], "comparison/heldout_vs_controls.json")["releases"]
+    assert comp[0]["heldout"] == pytest.approx(d["heldout_forgetting"])
+    assert any(r["run_id"] == c["run_id"] for r in comp[1:])
+    # The experiment opens on its training runs in the MLflow 3 UI, not the GenAI view.
+    exp = t.client.get_experiment(t.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # A rerun of the same chain from the same start reuses every finished link (the same
+    # versions, nothing trained); stop_on_failure ends at the first failed gate.
+    again = release_chain(s, ["py_io", "bible_law"], ReleaseRequest(task="", method="random", parent_version=1))
+    assert [r["version"] for r in again["releases"]] == [a["version"], b["version"]]
+    assert [r["run_id"] for r in again["releases"]] == [a["run_id"], b["run_id"]]
+    stopped = release_chain(strict, ["wn_noun_food", "py_io"],
+                            ReleaseRequest(task="", method="random", promote=False), stop_on_failure=True)
+    assert not stopped["complete"] and len(stopped["releases"]) == 1
+    assert stopped["summary"]["gate_failures"] == ["wn_noun_food"]
 
 
 def test_negative_chain_budgets_are_refused() -> None:

@@ -1,0 +1,85 @@
+"""What a reviewer sees on a release's own run in the MLflow UI (not only on its child runs):
+the top-forgotten table with example text, the forgetting figures, the replay plan, and the
+release's held-out forgetting per source beside the controls — finished releases of the same
+task data from the same parent with another method (random, none, …), when there are any.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from service.tracking.rows import figures, top_forgotten
+from service.tracking.store import TAG, RunHandle, Tracker
+
+
+def log_release_view(run: RunHandle, row: pd.DataFrame, upstream: Any, title: str,
+                     warmup_ids: Sequence[str], plan_ids: Sequence[str], self_generated: int) -> None:
+    """On the release run itself: the measured row's top-forgotten table (with example text) and
+    figures, and the replay plan as data — which upstream examples, from which sources (ids of
+    the parent's own samples count as "self-generated")."""
+    import matplotlib.pyplot as plt
+
+    run.log_table(top_forgotten(row, upstream.texts), "forgetting/top_forgotten.json")
+    for name, fig in figures(row, title).items():
+        run.log_figure(fig, name)
+        plt.close(fig)  # type: ignore[arg-type]
+    sources = dict(zip(upstream.ids, upstream.sources, strict=True))
+    ids = list(dict.fromkeys([*warmup_ids, *plan_ids]))
+    by_source = Counter(sources.get(i, "self-generated") for i in ids)
+    run.log_dict({"warmup_ids": list(warmup_ids), "plan_ids": list(plan_ids),
+                  "distinct": len(ids), "by_source": dict(sorted(by_source.items())),
+                  "self_generated": self_generated}, "replay/plan.json")
+
+
+def controls(tracker: Tracker, task_digest: str, parent_version: int, run_id: str) -> list[dict[str, Any]]:
+    """Finished releases of the same task data from the same parent, other than this one (one per
+    method and mode, the latest): their label, held-out mean and held-out forgetting per source."""
+    runs = tracker.find_runs({TAG + "kind": "release", TAG + "role": "job",
+                              TAG + "task_digest": task_digest, TAG + "base_version": str(parent_version)})
+    latest: dict[str, Any] = {}
+    for r in runs:
+        if r.info.run_id != run_id:
+            t = r.data.tags
+            label = t.get(TAG + "method", "?") + ("" if t.get(TAG + "method") in ("none", "random", "oracle")
+                                                 else f" ({t.get(TAG + 'mode', '?')})")
+            latest[label] = r
+    out = []
+    for label, r in sorted(latest.items()):
+        res = tracker.load_dict(r.info.run_id, "result.json", missing_ok=True) or {}
+        if res.get("heldout_forgetting") is not None:
+            out.append({"label": label, "run_id": r.info.run_id, "heldout": res["heldout_forgetting"],
+                        "per_source": res.get("heldout_per_source") or {}})
+    return out
+
+
+def log_comparison(run: RunHandle, label: str, heldout: float | None, per_source: Mapping[str, float],
+                   others: list[dict[str, Any]]) -> None:
+    """This release's held-out forgetting per source beside the controls' (a figure and a table)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [{"label": f"{label} (this release)", "heldout": heldout, "per_source": dict(per_source)},
+            *others]
+    run.log_dict({"releases": rows}, "comparison/heldout_vs_controls.json")
+    sources = sorted({s for r in rows for s in r["per_source"]})
+    if not sources:
+        return
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(rows)
+    x = np.arange(len(sources))
+    for i, r in enumerate(rows):
+        ax.bar(x + i * width, [r["per_source"].get(s, np.nan) for s in sources], width,
+               label=f"{r['label']}: {r['heldout']:.4f}" if r["heldout"] is not None else r["label"])
+    ax.set_xticks(x + 0.4 - width / 2, sources, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="held-out ΔNLL (mean)", title="held-out forgetting per source vs the controls")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    run.log_figure(fig, "figures/heldout_vs_controls.png")
+    plt.close(fig)
