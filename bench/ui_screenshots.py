@@ -25,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# MLflow 3's UI keeps a global GenAI / "Model training" switch (default GenAI) and, while it is
+# shown, reads an experiment's kind from it rather than from the experiment's tag: the query
+# parameter opens the pages on training runs (ftctl prints its UI links with it too).
+ML_WORKFLOW = "machine_learning"
 FTCTL = [sys.executable, "-m", "cli.app"]
 # Chromium as this machine's probe ran it: no sandbox as root, and no background connections
 # (the closed network refuses them, many at a time).
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1500,1000", "--virtual-time-budget=20000"]
+                  "--hide-scrollbars", "--window-size=1900,1000", "--virtual-time-budget=20000"]
 
 
 def chromium() -> str:
@@ -80,18 +84,25 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", type=Path, help="a finished workspace (default: make one)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "ui")
+    p.add_argument("--keep", type=Path, help="make the workspace here and keep it (default: a temporary one)")
     a = p.parse_args()
     browser = chromium()
     tmp = None
     ws = a.workspace
     if ws is None:
-        tmp = tempfile.mkdtemp(prefix="ftctl-ui-")
-        ws = Path(tmp) / "ws"
+        if a.keep:
+            ws = a.keep
+        else:
+            tmp = tempfile.mkdtemp(prefix="ftctl-ui-")
+            ws = Path(tmp) / "ws"
         make_workspace(ws)
     line = ftctl(ws, "line", "show")
     name = line.get("model_line") or line.get("name")
     versions = ftctl(ws, "release", "list")
-    release = next(v for v in reversed(versions) if v["tags"].get("ftctl.parent_version", "none") != "none")
+    # The demo's predicted release: its run shows it beside the demo's random and no-replay
+    # releases of the same task (the chain's links have no such controls).
+    release = next(v for v in versions if v["tags"].get("ftctl.parent_version") == "1"
+                   and v["tags"].get("ftctl.method") not in ("none", "random"))
     port = free_port()
     env = {**os.environ, "FTCTL_WORKSPACE": str(ws)}
     server = subprocess.Popen([*FTCTL, "ui", "--port", str(port)], cwd=ROOT, env=env,
@@ -104,11 +115,13 @@ def main() -> int:
 
         t = Tracker(load_settings(overrides={"workspace": ws}))
         exp = t.experiment_id
+        ml = f"workflowType={ML_WORKFLOW}"
         pages = {
-            "experiment.png": f"{base}/#/experiments/{exp}",
-            "release-run.png": f"{base}/#/experiments/{exp}/runs/{release['run_id']}",
-            "release-artifacts.png": f"{base}/#/experiments/{exp}/runs/{release['run_id']}/artifacts",
-            "registry.png": f"{base}/#/models/{name}",
+            "experiment.png": f"{base}/#/experiments/{exp}?{ml}",
+            "release-run.png": f"{base}/#/experiments/{exp}/runs/{release['run_id']}?{ml}",
+            "release-figures.png": f"{base}/#/experiments/{exp}/runs/{release['run_id']}/artifacts/"
+                                   f"figures/heldout_vs_controls.png?{ml}",
+            "registry.png": f"{base}/#/models/{name}?{ml}",
         }
         a.out.mkdir(parents=True, exist_ok=True)
         for file, url in pages.items():

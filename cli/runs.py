@@ -22,14 +22,16 @@ def ui(
     import os
     import subprocess
 
-    from service.tracking.runs import ui_command
+    from service.tracking.runs import line_link, ui_command
 
     s = settings()
     cmd = ui_command(s, host, port)
     if cmd is None:
         say(f"the tracking store is a server already: open {s.resolved_tracking_uri}")
         return
-    say(f"MLflow UI on http://{host}:{port} (store {s.resolved_tracking_uri})")
+    link = line_link(s, f"http://{host}:{port}")
+    say(f"MLflow UI on http://{host}:{port} (store {s.resolved_tracking_uri})"
+        + (f"; the model line: {link}" if link else ""))
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     raise typer.Exit(subprocess.call(cmd, env=env))
 

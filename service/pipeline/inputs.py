@@ -66,12 +66,13 @@ class Task:
 
 
 def load_world(settings: Settings) -> Any:
+    from training.world import WORLDS
     from training.world import load_world as _load
 
     try:
         return _load(settings.world)
     except (KeyError, ValueError) as e:
-        raise ServiceError(f"{e}; choose a world with `ftctl init --world default|study|tiny|smollm2`") from None
+        raise ServiceError(f"{e}; choose a world with `ftctl init --world {'|'.join(WORLDS)}`") from None
 
 
 def heldout_size(settings: Settings, n: int) -> float:

@@ -20,6 +20,8 @@ from service.pipeline.line import init_line
 from service.pipeline.stats import collect_stats
 from service.release.request import ReleaseRequest, release_new_task
 from service.settings import Settings
+from service.tracking.runs import experiment_link
+from service.tracking.store import Tracker
 
 
 def pick_tasks(tasks: dict[str, Any], n_stats: int) -> tuple[list[str], str]:
@@ -64,15 +66,18 @@ def run_demo(settings: Settings, *, n_stats: int = 12,
     lap("stats")
     lowrank = analyze(settings)
     lap("analysis")
-    releases = []
-    for method in (settings.method, "random", "none"):
+    # The controls first, so that the predicted release's run shows its held-out forgetting
+    # beside theirs (service/release/report.py); reported predicted first.
+    by_method = {}
+    for method in ("none", "random", settings.method):
         req = ReleaseRequest(task=new_task, method=method, parent_version=init["version"],
                              promote=method == settings.method)
-        releases.append(release_new_task(settings, req, progress=say))
+        by_method[method] = release_new_task(settings, req, progress=say)
+    releases = [by_method[m] for m in (settings.method, "random", "none")]
     lap("releases")
     seconds["total"] = round(time.perf_counter() - t0, 1)
     return {"model_line": settings.model_line, "world": settings.world, "base_version": init["version"],
             "stats": stats, "lowrank": lowrank, "new_task": new_task, "releases": releases,
             "seconds": seconds,
-            "ui_url": settings.resolved_tracking_uri if settings.tracking_uri.startswith("http")
-            else "http://127.0.0.1:5000"}
+            "ui_url": experiment_link(settings.resolved_tracking_uri if settings.tracking_uri.startswith("http")
+                                      else "http://127.0.0.1:5000", Tracker(settings).experiment_id)}

@@ -371,8 +371,7 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         row = make_row([upstream.ids[i] for i in measure], [upstream.sources[i] for i in measure],
                        before[measure], out.nll_after, replayed=set(out.replayed_ids),
                        heldout=upstream.heldout[measure])
-        metrics = log_row(child, row, upstream.texts,
-                          title=f"release: {state.task_name} ({state.effective})")
+        metrics = log_row(child, row, upstream.texts, title="", views=False)  # views: on the release run
     run = tracker.attach(state.run_id)
     run.log_dataframe(row, "forgetting/row.parquet")
     vs_base, retention, chain = log_chain(

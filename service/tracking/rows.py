@@ -87,13 +87,17 @@ def figures(df: pd.DataFrame, title: str) -> dict[str, object]:
     return {"figures/forgetting_hist.png": hist, "figures/forgetting_by_source.png": bars}
 
 
-def log_row(run: RunHandle, df: pd.DataFrame, texts: Mapping[str, str], title: str) -> dict[str, float]:
-    """Log a row (parquet), its summary metrics, the top-50 table and figures; return the metrics."""
+def log_row(run: RunHandle, df: pd.DataFrame, texts: Mapping[str, str], title: str,
+            views: bool = True) -> dict[str, float]:
+    """Log a row (parquet) and its summary metrics, and (views) the top-50 table and figures;
+    return the metrics. A release logs its views on its own run, so its measure child skips them."""
     import matplotlib.pyplot as plt
 
     run.log_dataframe(df, ROW_ARTIFACT)
     metrics = summarize(df)
     run.log_metrics(metrics)
+    if not views:
+        return metrics
     run.log_table(top_forgotten(df, texts), "forgetting/top_forgotten.json")
     for name, fig in figures(df, title).items():
         run.log_figure(fig, name)

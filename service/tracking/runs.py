@@ -59,3 +59,22 @@ def ui_command(settings: Settings, host: str, port: int) -> list[str] | None:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
             "--default-artifact-root", settings.artifact_root.as_uri(), "--host", host,
             "--port", str(port)]
+
+
+def experiment_link(base_url: str, experiment_id: str) -> str:
+    """The UI address of the line's experiment, opened on its training runs: MLflow 3's UI has a
+    global GenAI / "Model training" switch (GenAI by default) that, while shown, decides an
+    experiment's view over its `mlflow.experimentKind` tag; the query parameter sets it."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def line_link(settings: Settings, base_url: str) -> str | None:
+    """`experiment_link` of the settings' model line, or None while the line does not exist
+    (looked up without creating it)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        exp = MlflowClient(settings.resolved_tracking_uri).get_experiment_by_name(settings.model_line)
+    except Exception:  # a store that cannot answer: no link, the UI still starts
+        return None
+    return experiment_link(base_url, exp.experiment_id) if exp is not None else None

@@ -149,10 +149,11 @@ def test_release_new_task_registers_and_gates(ws: Path) -> None:
     assert {c.info.run_name for c in children} == {"warm-up", "predict", "replay-train", "measure"}
     assert all(c.info.status == "FINISHED" and c.data.tags["ftctl.stage"] == c.info.run_name
                for c in children)
-    measure = next(c for c in children if c.info.run_name == "measure")
-    names = {a.path for a in t.client.list_artifacts(measure.info.run_id, "figures")}
-    assert names == {"figures/forgetting_hist.png", "figures/forgetting_by_source.png"}
-    table = json.loads(Path(t.client.download_artifacts(measure.info.run_id, "forgetting/top_forgotten.json")).read_text())
+    # The views (figures, top-forgotten table with text) are on the release run itself.
+    names = {a.path for a in t.client.list_artifacts(r["run_id"], "figures")}
+    assert names == {"figures/forgetting_hist.png", "figures/forgetting_by_source.png",
+                     "figures/heldout_vs_controls.png"}
+    table = json.loads(Path(t.client.download_artifacts(r["run_id"], "forgetting/top_forgotten.json")).read_text())
     top = pd.DataFrame(table["data"], columns=table["columns"])
     assert len(top) == 50 and top["delta"].is_monotonic_decreasing and top["text"].str.len().gt(0).all()
     train = next(c for c in children if c.info.run_name == "replay-train")

@@ -126,6 +126,14 @@ def test_smollm2_world_has_an_instruction_upstream_disjoint_from_default() -> No
     assert not any(e.prompt.split("\n", 1)[1] in t for e in s.upstream for t in default_text)
 
 
+def test_smollm2_study_world_is_the_smollm2_world_at_study_size() -> None:
+    small, big = load_world("smollm2"), load_world("smollm2-study")
+    assert len(big.upstream.examples) == 1001 and Counter(big.upstream.sources) == {s: 143 for s in SOURCES}
+    assert big.base_model_spec == small.base_model_spec  # one converted model serves both
+    assert {e.id for e in small.upstream} <= {e.id for e in big.upstream}  # the same pool order
+    assert big.tasks.keys() == small.tasks.keys()
+
+
 def test_unknown_world_names_the_fix() -> None:
     with pytest.raises(WorldError, match="one of"):
         load_world("nope")
