@@ -27,11 +27,13 @@ RunOne = Callable[[Settings, ReleaseRequest], dict[str, Any]]
 
 def release_chain(settings: Settings, tasks: Sequence[str], template: ReleaseRequest, *,
                   run_one: RunOne | None = None, stop_on_failure: bool = False,
+                  follow_failed: bool = False,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Release `tasks` one after another with `template`'s method, mode and seed; each from the
     current @champion (the template's task, name, job id and parent are per release).
     `run_one` runs one release to its result (default: in this process; the CLI passes the
-    workers' runner for --remote)."""
+    workers' runner for --remote). `follow_failed`: build the next link on a link whose gate
+    failed too (an experiment measuring a chain of fine-tunes, not a release policy)."""
     if not tasks:
         raise ServiceError("a chain needs at least one task: ftctl release chain DATA [DATA …]")
     if template.job_id:
@@ -50,7 +52,7 @@ def release_chain(settings: Settings, tasks: Sequence[str], template: ReleaseReq
                                   name=template.name and f"{template.name}:{i}")
         result = run(settings, req)
         links.append(result)
-        if result["gate"]["passed"] and result.get("version"):
+        if (result["gate"]["passed"] or follow_failed) and result.get("version"):
             parent = int(result["version"])
         elif stop_on_failure:
             say(f"chain stopped at {task}: its gate failed ({'; '.join(result['gate']['reasons'])})")
