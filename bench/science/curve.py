@@ -141,8 +141,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path, help="a bench.science output folder with a budget stage")
     p.add_argument("--publish", action="store_true", help="copy to docs/results/<grid>/")
+    p.add_argument("--grid", choices=tuple(TITLES), help="the grid that made OUT (default: from its "
+                   "results.json; runs made before the field was recorded say nothing: curve)")
     a = p.parse_args()
     results = json.loads((a.out / "results.json").read_text())
+    if a.grid:
+        results.setdefault("meta", {})["grid"] = a.grid
     (a.out / "budget-curve.md").write_text(markdown(results))
     figure(results, a.out)
     if a.publish:
@@ -152,7 +156,10 @@ def main() -> int:
             shutil.copy2(a.out / name, dest / name)
         slim = {"meta": results.get("meta"), "budget": results["budget"],
                 "lowrank": {k: results.get("lowrank", {}).get(k) for k in ("rows", "columns", "null_r2")}}
-        (dest / "results.json").write_text(json.dumps(slim, indent=1))
+        # The curve's folder holds only this report; another grid's also holds the full
+        # bench.science report (results.json, results.md), so the budget's data gets its own name.
+        name = "results.json" if grid_name(results) == "curve" else "budget.json"
+        (dest / name).write_text(json.dumps(slim, indent=1))
     return 0
 
 
