@@ -39,7 +39,7 @@ TITLES = {"curve": "The budget curve: held-out forgetting vs the replay ratio",
           "self": "Self-generated vs stored replay at equal budgets",
           "smollm2": "SmolLM2-135M (LoRA): replay against the matched control"}
 # What each grid's `Plan` runs (bench/science/__main__.py), as the command that reproduces it.
-STAGES = {"curve": "matrix,lowrank,budget", "self": "matrix,lowrank,prediction,budget",
+STAGES = {"curve": "matrix,lowrank,budget", "self": "matrix,lowrank,budget",
           "smollm2": "matrix,lowrank,prediction,budget"}
 COMPARISONS = (("mf_vs_additive", "MF against additive (both online): is the task-specific prediction worth it?"),
                ("self_vs_mf", "Self-generated replay against MF's stored replay (reduction > 0: self forgets less)"),
@@ -74,8 +74,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, table in summary["ratios"].items():
-        if "random" not in table:
-            continue  # not measured yet (an incomplete run)
+        if table.get("random", {}).get("n", 0) < 2:
+            continue  # not measured yet (an incomplete run): no comparison to show
         for name in ORDER:
             row = table.get(name)
             if not row:
@@ -117,14 +117,16 @@ def figure(results: dict[str, Any], out: Path) -> None:
 
     b = results["budget"]
     summary = curve_summary(b["cells"], b["ratios"])
-    ratios = [float(r) for r in summary["ratios"]]
+    # The ratios the table shows: those with a random control over >= 2 tasks.
+    shown = {k: t for k, t in summary["ratios"].items() if t.get("random", {}).get("n", 0) >= 2}
+    ratios = [float(r) for r in shown]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in ORDER[1:]:
-        ys = [summary["ratios"][k].get(name, {}).get("heldout_mean") for k in summary["ratios"]]
+        ys = [shown[k].get(name, {}).get("heldout_mean") for k in shown]
         pts = [(x, y) for x, y in zip(ratios, ys, strict=True) if y is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-", label=name)
-    none = summary["ratios"][next(iter(summary["ratios"]))]["none"]["heldout_mean"]
+    none = next(iter(summary["ratios"].values()))["none"]["heldout_mean"]
     if none is not None:
         ax.axhline(none, color="gray", ls=":", label="no replay")
     ax.set(xscale="log", xlabel="replay ratio r (budget int(|task|·r)+1)",
