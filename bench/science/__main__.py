@@ -97,8 +97,9 @@ class Plan:
     def quick(cls) -> Plan:
         return cls(name="quick", world="tiny", tasks=8, seeds=(0,), ks=(5, 10), replay_tasks=2, replay_seeds=(0,),
                    ratios=(1 / 32,), online=("mf",), offline=("mf",), ratio_methods={},
-                   temperatures=(1.0,), sweep_tasks=2, sweep_seeds=(0,), curve_ratios=(1 / 32,),
-                   curve_strategies=("random", "mf"), curve_tasks=2)  # the replay stage's cells
+                   temperatures=(1.0,), sweep_tasks=1, sweep_seeds=(0,), curve_ratios=(1 / 32,),
+                   curve_strategies=("random", "mf"), curve_tasks=2,  # the replay stage's cells
+                   split_seeds=(0, 1))
 
 
 GRIDS: dict[str, Callable[[], Plan]] = {"full": Plan, "core": Plan.core, "curve": Plan.curve,

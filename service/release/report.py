@@ -15,6 +15,8 @@ import pandas as pd
 from service.tracking.rows import figures, top_forgotten
 from service.tracking.store import TAG, RunHandle, Tracker
 
+HELDOUT_SOURCE = "heldout_source."  # metric prefix: a release's held-out ΔNLL per upstream source
+
 
 def log_release_view(run: RunHandle, row: pd.DataFrame, upstream: Any, title: str,
                      warmup_ids: Sequence[str], plan_ids: Sequence[str], self_generated: int) -> None:
@@ -37,23 +39,21 @@ def log_release_view(run: RunHandle, row: pd.DataFrame, upstream: Any, title: st
 
 def controls(tracker: Tracker, task_digest: str, parent_version: int, run_id: str) -> list[dict[str, Any]]:
     """Finished releases of the same task data from the same parent, other than this one (one per
-    method and mode, the latest): their label, held-out mean and held-out forgetting per source."""
+    method and mode, the latest): their label, held-out mean and held-out forgetting per source —
+    read from their metrics (`heldout_forgetting_mean`, `heldout_source.*`), no artifact download."""
     runs = tracker.find_runs({TAG + "kind": "release", TAG + "role": "job",
                               TAG + "task_digest": task_digest, TAG + "base_version": str(parent_version)})
     latest: dict[str, Any] = {}
     for r in runs:
-        if r.info.run_id != run_id:
+        if r.info.run_id != run_id and "heldout_forgetting_mean" in r.data.metrics:
             t = r.data.tags
             label = t.get(TAG + "method", "?") + ("" if t.get(TAG + "method") in ("none", "random", "oracle")
                                                  else f" ({t.get(TAG + 'mode', '?')})")
             latest[label] = r
-    out = []
-    for label, r in sorted(latest.items()):
-        res = tracker.load_dict(r.info.run_id, "result.json", missing_ok=True) or {}
-        if res.get("heldout_forgetting") is not None:
-            out.append({"label": label, "run_id": r.info.run_id, "heldout": res["heldout_forgetting"],
-                        "per_source": res.get("heldout_per_source") or {}})
-    return out
+    return [{"label": label, "run_id": r.info.run_id, "heldout": r.data.metrics["heldout_forgetting_mean"],
+             "per_source": {k.split(".", 1)[1]: v for k, v in r.data.metrics.items()
+                            if k.startswith(HELDOUT_SOURCE)}}
+            for label, r in sorted(latest.items())]
 
 
 def log_comparison(run: RunHandle, label: str, heldout: float | None, per_source: Mapping[str, float],

@@ -41,7 +41,7 @@ from service.pipeline.stats import log_training
 from service.release.chain import eval_sets, log_chain
 from service.release.gate import ChainUse, ReplayUse, evaluate_gate, random_baseline
 from service.release.promotion import register_release
-from service.release.report import controls, log_comparison, log_release_view
+from service.release.report import HELDOUT_SOURCE, controls, log_comparison, log_release_view
 from service.release.state import Outcome, ReleaseState
 from service.settings import Settings
 from service.tracking.jobs import end_job, finished_result
@@ -387,14 +387,16 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
     replay = {"replay_budget": float(budget), "replay_distinct": float(len(set(out.replayed_ids))),
               "replay_slots": float(len(out.replayed_ids)),
               "replay_slot_share": len(out.replayed_ids) / max(positions, 1)}
+    held_src = row[row["heldout"]].groupby("source")["delta"].mean().to_dict()
     run.log_metrics({**metrics, **replay, **chain, "task_loss_before": out.test_before,
-                     "task_loss_after": out.test_after})
+                     "task_loss_after": out.test_after,
+                     **{HELDOUT_SOURCE + str(k): float(v) for k, v in held_src.items()}})
     if state.register:
         run.log_artifacts(Path(state.save_dir), "model")
     state.outcome = Outcome(
         metrics=metrics, task_loss_before=out.test_before, task_loss_after=out.test_after,
         replayed=len(set(out.replayed_ids)),
-        heldout_per_source=row[row["heldout"]].groupby("source")["delta"].mean().to_dict(),
+        heldout_per_source=held_src,
         replay_slots=len(out.replayed_ids), replay_slot_share=replay["replay_slot_share"],
         budget=budget, heldout_vs_base=vs_base, retention=retention)
     return state

@@ -60,8 +60,8 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
               or (c["strategy"] == "mf" and c["mode"] == "offline")]
     assert reused and all("plain fine-tune reused" in (c["note"] or "") for c in reused)
 
-    main = pred["main"]["splits"]  # the main table over five random test-task splits
-    assert main["splits"] == [0, 1, 2, 3, 4] and main["control"] == "additive"
+    main = pred["main"]["splits"]  # the main table over random test-task splits (2 in --quick)
+    assert main["splits"] == [0, 1] and main["control"] == "additive"
     assert finite(main["vs_control"]["mf"]["rmse_x100"]["t_p"])
     null = r["lowrank"]["null_r2"]  # R² beside its permutation null
     assert all(finite(null[str(k)]["null_mean"]) for k in range(1, 11))
@@ -72,7 +72,7 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
     assert set(at) >= {"none", "random", "mf"} and at["mf"]["distinct_mean"] <= at["mf"]["budget_mean"]
 
     temp = r["temperature"]["summary"]
-    assert set(temp) == {"0.1", "1"} and len(r["temperature"]["cells"]) == 4
+    assert set(temp) == {"0.1", "1"} and len(r["temperature"]["cells"]) == 2
     assert all(finite(v["reduction_vs_random"]) for rows in temp.values() for v in rows.values())
     assert set(temp["1"]) == {"mf (online)", "oracle"}
 

@@ -48,6 +48,7 @@ def _lost_then_back(c: Cluster, job_id: str, killed: float) -> tuple[dict[str, A
     return lost, time.monotonic() - killed
 
 
+@pytest.mark.slow  # ~150 s, mostly the 60 s redelivery; `make test` keeps the Redis-restart test
 def test_a_gpu_worker_killed_mid_finetune_is_replaced_within_3_minutes(tmp_path: Path) -> None:
     require_redis()
     with cluster(tmp_path, default_liveness=True, FTCTL_STEPS=str(STEPS)) as c:
