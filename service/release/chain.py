@@ -75,7 +75,7 @@ def earlier_tasks(tracker: Tracker, chain: list[Version]) -> list[EarlierTask]:
     for v in reversed(chain):
         if v.tags.get(TAG + "parent_version", "none") == "none":
             continue  # the base learned no task
-        run = tracker.client.get_run(v.run_id)
+        run = tracker.get_run(v.run_id)  # a missing run: a ServiceError naming it, not a raw MLflow error
         loss = run.data.metrics.get("task_loss_after")
         if loss is not None:
             out.append(EarlierTask(version=v.version, task=v.tags.get(TAG + "task", "?"),
