@@ -156,12 +156,14 @@ class NllCache:
             return None
         return np.array([known[e.id] for e in examples], dtype=np.float64)
 
-    def put(self, ids: Sequence[str], values: np.ndarray) -> None:
+    def put(self, ids: Sequence[str], values: np.ndarray, *, complete: bool = False) -> None:
         """Store NLLs measured elsewhere (e.g. shards merged by the service), one per id.
 
         The values must have been measured with this cache's model and settings: the cache
         cannot check that. They must be finite: NaN is how a merge marks an unmeasured gap, and
-        a stored NaN would be served as a measurement from then on.
+        a stored NaN would be served as a measurement from then on — unless `complete`: the
+        values are one whole `measure_nll` result (another cache's), whose NaN means "no target
+        token", a measurement like any other (as `measure` stores it).
         """
         vals = np.asarray(values, dtype=np.float64)
         if vals.ndim != 1 or vals.shape[0] != len(ids):
@@ -169,7 +171,7 @@ class NllCache:
                 f"NllCache.put: {len(ids)} ids but values of shape {vals.shape}. Fix: pass one "
                 "value per id, in the same order (a 1-D array)."
             )
-        bad = ~np.isfinite(vals)
+        bad = ~np.isfinite(vals) if not complete else np.isinf(vals)
         if bad.any():
             first = [str(ids[i]) for i in np.flatnonzero(bad)[:3]]
             raise TrainingError(

@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -128,16 +128,19 @@ def family_round_robin(tasks: dict[str, Any], n: int, seed: int = 0) -> list[str
 
 class Bench:
     def __init__(self, plan: Plan, workspace: Path, out: Path, workers: int, base_cache: Path,
-                 say: Callable[[str], None] = _say) -> None:
+                 say: Callable[[str], None] = _say, ledger: Path | None = None) -> None:
         from service.settings import load_settings
 
         self.plan, self.out, self.workers, self.say = plan, out, workers, say
+        self.ledger = ledger  # bench/science/ledger.py: what survives the machine
         self.base_cache = base_cache
         self.settings = load_settings(overrides={
             "workspace": workspace, "world": plan.world, "model_line": f"ftctl-study-{plan.world}",
             "workers": workers, "tracking_uri": os.environ.get("FTCTL_TRACKING_URI", "")})
         out.mkdir(parents=True, exist_ok=True)
         path = out / "results.json"
+        if ledger is not None and (ledger / "results.json").exists() and not path.exists():
+            write_text(path, (ledger / "results.json").read_text())
         self.results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
 
     # ---------------------------------------------------------------- helpers
@@ -148,6 +151,9 @@ class Bench:
             "world": self.plan.world, "grid": self.plan.name, "workspace": str(self.settings.workspace),
             "model_line": self.settings.model_line, "quick": self.plan.world == "tiny"}
         write_text(self.out / "results.json", json.dumps(self.results, indent=1, default=_jsonable))
+        if self.ledger is not None:
+            self.ledger.mkdir(parents=True, exist_ok=True)
+            write_text(self.ledger / "results.json", (self.out / "results.json").read_text())
 
     def world(self) -> Any:
         from service.pipeline.inputs import load_world
@@ -172,10 +178,24 @@ class Bench:
 
         world = self.world()
         base = ensure_base_model(world, self.base_cache)
+        if self.ledger is not None:
+            from bench.science import ledger
+
+            ledger.restore_cache(self.settings, self.ledger)
         init_line(self.settings, model=Path(base), progress=self.say)
         tasks = self.stat_tasks()
         t0 = time.perf_counter()
-        res = collect_stats(self.settings, tasks, progress=self.say, workers=self.workers)
+        if self.ledger is None:
+            res = collect_stats(self.settings, tasks, progress=self.say, workers=self.workers)
+        else:  # rows restored, then measured `workers` at a time, each batch saved as it finishes
+            from bench.science import ledger
+
+            self.results["ledger"] = ledger.restore(self.settings, self.ledger, self.say)
+            res = []
+            for i in range(0, len(tasks), self.workers):
+                res += collect_stats(self.settings, tasks[i : i + self.workers], progress=self.say,
+                                     workers=self.workers)
+                ledger.save(self.settings, self.ledger)
         failed = [r for r in res if "error" in r]
         self.results["matrix"] = {
             "tasks": len(res) - len(failed), "families": sorted({t.family for t in world.tasks.values()}),
@@ -268,7 +288,7 @@ class Bench:
     def budget(self) -> None:
         """Held-out forgetting vs the replay ratio, every strategy online under one budget rule
         (the oracle has no warm-up); each (task, seed) release is left out of its own matrix."""
-        from bench.science.grid import Cell, curve_summary, run_cells
+        from bench.science.grid import Cell, cell_key, curve_summary, run_cells
 
         tasks = self.replay_tasks()[: self.plan.curve_tasks]
         seeds = self.plan.curve_seeds
@@ -283,15 +303,22 @@ class Bench:
             for name in self.plan.curve_strategies:
                 method, source = as_cell.get(name, (name, "upstream"))
                 second += [Cell(t, s, method, "online", r, source=source) for t in tasks for s in seeds]
-        self.say(f"budget curve: {len(first) + len(second)} releases over {len(tasks)} tasks")
-        finished: list[dict[str, Any]] = []
+        # Cells a previous invocation finished (this workspace's or the ledger's results.json)
+        # are kept as measured, not run again: a release is a fine-tune of minutes to hours.
+        kept = [r for r in self.results.get("budget", {}).get("cells", []) if "error" not in r]
+        have = {cell_key(r) for r in kept}
+        first = [c for c in first if cell_key(asdict(c)) not in have]
+        second = [c for c in second if cell_key(asdict(c)) not in have]
+        self.say(f"budget curve: {len(first) + len(second)} releases over {len(tasks)} tasks"
+                 + (f" ({len(kept)} kept from an earlier invocation)" if kept else ""))
+        finished: list[dict[str, Any]] = list(kept)
 
         def done(r: dict[str, Any]) -> None:
             if r.get("source", "upstream") != "upstream":  # summarised under its own name
                 r = {**r, "strategy": "self" if r["source"] == "self" else "mix"}
             finished.append(r)
             what = r.get("error") or f"held-out ΔNLL {r['heldout_forgetting']:.4f}"
-            self.say(f"budget {len(finished)}/{len(first) + len(second)}: {r['task']} "
+            self.say(f"budget {len(finished)}/{len(first) + len(second) + len(kept)}: {r['task']} "
                      f"{r['strategy']} r={r['ratio']:g} seed {r['seed']}: {what}")
             self.results["budget"] = {"tasks": tasks, "seeds": list(seeds),
                                       "ratios": list(self.plan.curve_ratios), "cells": list(finished),
@@ -364,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-cache", type=Path, default=ROOT / ".ftctl",
                    help="where the world's base model is built or found (shared with `make demo`)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
+    p.add_argument("--ledger", type=Path,
+                   help="a folder to commit: finished statistics rows, the NLL cache and the results "
+                   "are saved there as they finish and restored from it, so a multi-session grid "
+                   "resumes on a new machine (bench/science/ledger.py)")
     p.add_argument("--publish", action="store_true",
                    help="copy the results and figures to docs/results/")
     args = p.parse_args(argv)
@@ -377,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     from service import environment
 
     environment.apply()
-    bench = Bench(plan, args.workspace or out / "workspace", out, args.workers, args.base_cache)
+    bench = Bench(plan, args.workspace or out / "workspace", out, args.workers, args.base_cache,
+                  ledger=args.ledger)
     for stage in STAGES:
         if stage in stages:
             t0 = time.perf_counter()

@@ -44,6 +44,15 @@ class Cell:
         return f"{self.strategy} ({self.mode})"
 
 
+def cell_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a cell, from its fields or from a result that carries them (a self / mix
+    result is summarised under the source's name, so its strategy is implied by the source)."""
+    source = r.get("source", "upstream")
+    strategy = r["strategy"] if source == "upstream" else source
+    return (r["task"], int(r["seed"]), strategy, r["mode"], round(float(r["ratio"]), 9),
+            round(float(r.get("temperature", 0.1)), 9), source, bool(r.get("full_row", True)))
+
+
 def plan_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[float],
                online: Sequence[str], offline: Sequence[str],
                ratio_methods: dict[float, set[str]] | None = None,
