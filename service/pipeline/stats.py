@@ -81,10 +81,13 @@ def collect_stats(
     *,
     progress: Callable[[str], None] | None = None,
     workers: int | None = None,
+    parent_version: int = 0,
 ) -> list[dict[str, Any]]:
-    """Collect a full forgetting row for each task (reusing finished jobs); results in order."""
+    """Collect a full forgetting row for each task (reusing finished jobs); results in order.
+    The rows are measured on `parent_version` (0: the @champion) — an older or newer version
+    of the line to study how rows age (bench/matrix_policy.py)."""
     say = progress or (lambda _m: None)
-    ctx = job_context(settings)
+    ctx = job_context(settings, parent_version)
     tracker, registry, parent, upstream = ctx.tracker, ctx.registry, ctx.parent, ctx.upstream
     tasks = [resolve_task(settings, ref) for ref in task_refs]  # fail fast on an unknown task
     model_dir = registry.local_dir(parent)

@@ -64,3 +64,16 @@ def test_quick_chain_bench_runs_end_to_end(tmp_path: Path) -> None:
     for c in res["chains"]:
         assert [x["parent_version"] for x in c["links"][1:]] == [x["version"] for x in c["links"][:-1]]
         assert len(c["links"][-1]["retention"]) == 2
+    # The matrix policy on that workspace: rows measured again on each of the 3 links' versions.
+    pol = subprocess.run([sys.executable, "-m", "bench.matrix_policy", "--quick", "--chain-out",
+                          str(tmp_path), "--json"], capture_output=True, text=True, timeout=1800)
+    assert pol.returncode == 0, pol.stderr[-3000:]
+    out = json.loads((tmp_path / "matrix_policy.json").read_text())
+    mf = next(c for c in res["chains"] if c["strategy"] == "mf" and c["order"] == 0)
+    assert out["meta"]["versions"] == [x["version"] for x in mf["links"]]
+    assert [d["depth"] for d in out["depths"]] == [1, 2, 3]
+    for d in out["depths"]:
+        assert len(d["tasks"]) == 6 and set(d["means"]) == {
+            "ancestor", "fresh", "additive (ancestor)", "refresh-1", "refresh-2", "refresh-4"}
+        assert all(-1 <= m["spearman"] <= 1 for m in d["means"].values())
+    assert out["cost_stats_jobs_per_promotion"]["refresh-2"] == 2
