@@ -60,7 +60,7 @@ def rows_by_version(settings: Any, versions: list[int], tasks: list[str]) -> dic
         out[v] = {}
         for run in got.runs:
             task = run.data.tags.get(TAG + "task")
-            if task in tasks:
+            if task in tasks and run.data.tags.get(TAG + "base_version") == str(v):  # on v itself
                 df = tracker.load_row(run.info.run_id)
                 assert list(df["example_id"]) == list(upstream.ids), "rows of one upstream set"
                 out[v][task] = df["delta"].to_numpy(dtype=np.float64)

@@ -13,6 +13,7 @@ Usage::
     scores = score_targets(known, targets, leave_out=[known_index_of_task_i or None, ...])
     scores.mean("spearman")          # per target, averaged over probe seeds
     refresh_versions(tasks, per_promotion=2, depth=3)  # which version each task's row is from
+    stalest_first({"a": 2, "b": 0})  # the order rows are refreshed in: ["a", "b"]
 
 `refresh_versions` is the refresh policy (`stats_refresh_per_promotion`): after each promotion
 the m rows measured longest ago are measured again on the new champion, cheapest first among
@@ -90,18 +91,23 @@ def score_targets(known: np.ndarray, targets: np.ndarray, *, method: str = "mf",
     return TargetScores({m: np.asarray(v) for m, v in out.items()})
 
 
+def stalest_first(age: Mapping[str, int], cost: Mapping[str, float] | None = None) -> list[str]:
+    """Tasks in the order the refresh policy measures them again: the row measured most
+    promotions ago first, the cheapest among equals (`cost`, e.g. the seconds its last statistics
+    job took), then the given order."""
+    rank = {t: i for i, t in enumerate(age)}
+    return sorted(age, key=lambda t: (-age[t], (cost or {}).get(t, 0.0), rank[t]))
+
+
 def refresh_versions(tasks: Sequence[str], per_promotion: int, depth: int,
                      cost: Mapping[str, float] | None = None) -> dict[str, int]:
     """The version depth (0 = the ancestor the matrix was measured on) each task's row comes
-    from after `depth` promotions, refreshing `per_promotion` rows per promotion: the rows
-    measured longest ago first, the cheapest among them first (`cost`, e.g. train examples;
-    then the given order)."""
+    from after `depth` promotions, refreshing `per_promotion` rows per promotion in
+    `stalest_first` order — what the scheduler does (service/dist/beat.py)."""
     if per_promotion < 0 or depth < 0:
         raise ForgettingError("per_promotion and depth must be >= 0")
-    rank = {t: i for i, t in enumerate(tasks)}
     at = {t: 0 for t in tasks}
     for d in range(1, depth + 1):
-        stalest = sorted(tasks, key=lambda t: (at[t], (cost or {}).get(t, 0.0), rank[t]))
-        for t in stalest[:per_promotion]:
+        for t in stalest_first({t: d - at[t] for t in tasks}, cost)[:per_promotion]:
             at[t] = d
     return at

@@ -114,8 +114,12 @@ def inbox_scan(task: Any) -> dict[str, Any]:
 
 
 def stats_when_idle(task: Any) -> dict[str, Any]:
-    """Queue statistics jobs for tasks without a full row on the @champion, if the gpu is idle."""
+    """Queue statistics jobs, if the gpu is idle: first every catalogue task with no row on the
+    @champion's lineage (the matrix grows), then the refresh policy's rows due on this champion
+    (`stats_refresh` of them measured on it, the stalest first; docs/results/chain/)."""
+    from forgetting.staleness import stalest_first
     from service.pipeline.inputs import catalogue, load_upstream
+    from service.tracking.lineage import ancestry
     from service.tracking.registry import Registry
     from service.tracking.store import TAG, Tracker
 
@@ -128,16 +132,28 @@ def stats_when_idle(task: Any) -> dict[str, Any]:
     if queued or busy:
         return {"action": "skipped", "reason": f"gpu queue busy ({queued} queued, {len(busy)} open jobs)"}
     tracker = Tracker(settings)
-    champion = Registry(tracker).champion()
+    registry = Registry(tracker)
+    champion = registry.champion()
+    depth = {str(v.version): i for i, v in enumerate(ancestry(registry, champion))}
     upstream = load_upstream(settings)
-    have = {r.data.tags.get(TAG + "task") for r in tracker.find_runs(
-        {TAG + "kind": "stats", TAG + "row": "full", TAG + "digest": upstream.digest,
-         TAG + "base_version": str(champion.version), TAG + "role": "job"})}
-    missing = sorted(set(catalogue(settings)) - have)
+    names = set(catalogue(settings))
+    age: dict[str, int] = {}  # task -> promotions since its nearest row was measured
+    cost: dict[str, float] = {}
+    for r in tracker.find_runs({TAG + "kind": "stats", TAG + "row": "full",
+                                TAG + "digest": upstream.digest, TAG + "role": "job"}):
+        t, d = r.data.tags.get(TAG + "task"), depth.get(r.data.tags.get(TAG + "base_version", ""))
+        if t in names and d is not None and d <= age.get(t, d):
+            age[t] = d
+            cost[t] = float(r.data.metrics.get("train_seconds", 0.0))
+    missing = sorted(names - set(age))
+    own = sum(d == 0 for d in age.values())
+    due = max(0, (len(names) if dist.stats_refresh < 0 else dist.stats_refresh) - own)
+    refresh = stalest_first({t: d for t, d in age.items() if d > 0}, cost)[:due]
     jobs = RemoteJobs(settings, app)
-    submitted = [jobs.submit_stats(t)["job_id"] for t in missing[: dist.stats_batch]]
-    return {"action": "submitted" if submitted else "idle", "jobs": submitted,
-            "missing": len(missing), "champion": champion.version}
+    todo = (missing + refresh)[: dist.stats_batch]
+    submitted = [jobs.submit_stats(t)["job_id"] for t in todo]
+    return {"action": "submitted" if submitted else "idle", "jobs": submitted, "tasks": todo,
+            "missing": len(missing), "refresh_due": len(refresh), "champion": champion.version}
 
 
 def refit(task: Any) -> dict[str, Any]:

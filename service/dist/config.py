@@ -75,6 +75,10 @@ class DistConfig:
     """When beat refits the completion models on the current matrix."""
     stats_batch: int = 1
     """Statistics jobs queued per idle-gpu tick."""
+    stats_refresh: int = 2
+    """Rows measured again on each new @champion (the row measured most promotions ago first,
+    the cheapest among equals); every other task reuses its nearest ancestor's row. -1 = every
+    catalogue task again on every champion (the full policy). See docs/results/chain/."""
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> DistConfig:
@@ -98,6 +102,9 @@ class DistConfig:
                 f"FTCTL_VISIBILITY_TIMEOUT={cfg.visibility_timeout} is shorter than 4 heartbeats "
                 f"({4 * cfg.heartbeat_seconds} s): Redis would redeliver jobs that are still alive. "
                 "Raise it, or lower FTCTL_HEARTBEAT_SECONDS")
+        if cfg.stats_refresh < -1:
+            raise ServiceError(f"FTCTL_STATS_REFRESH must be -1 (every task) or >= 0, got "
+                               f"{cfg.stats_refresh}")
         if cfg.max_attempts < 1 or cfg.max_retries < 0 or cfg.heartbeat_seconds < 1:
             raise ServiceError("max_attempts must be >= 1, max_retries >= 0 and heartbeat_seconds "
                                ">= 1; fix the FTCTL_* variables")

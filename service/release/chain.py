@@ -18,7 +18,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import ServiceError
 from service.tracking.registry import Registry, Version
 from service.tracking.store import TAG, RunHandle, Tracker
 
@@ -50,22 +49,6 @@ class Retention:
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "increase": self.increase}
-
-
-def ancestry(registry: Registry, version: Version) -> list[Version]:
-    """`version` and its ancestors by parent_version tags, newest first; the last is the base
-    (registered by `ftctl init`, parent "none"). A broken link (a deleted version) ends the walk."""
-    out = [version]
-    seen = {version.version}
-    while True:
-        parent = out[-1].tags.get(TAG + "parent_version", "none")
-        if not parent.isdigit() or int(parent) in seen:
-            return out
-        try:
-            out.append(registry.get(int(parent)))
-        except ServiceError:  # a version removed from the registry ends the chain
-            return out
-        seen.add(out[-1].version)
 
 
 def earlier_tasks(tracker: Tracker, chain: list[Version]) -> list[EarlierTask]:

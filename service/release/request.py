@@ -33,12 +33,12 @@ from service.errors import ServiceError
 from service.pipeline.compute import finetune_config, replay_steps, task_steps
 from service.pipeline.inputs import JobContext, Task, heldout_size, job_context, resolve_task
 from service.pipeline.stats import log_inputs
-from service.release.chain import ancestry, earlier_tasks, log_test_split
+from service.release.chain import earlier_tasks, log_test_split
 from service.release.stages import STAGES
 from service.release.state import Finished, ReleaseState
 from service.settings import Settings
 from service.tracking.jobs import check_job_inputs, finished_result, job_id_for, job_lock, start_job
-from service.tracking.lineage import model_key, train_key
+from service.tracking.lineage import ancestry, model_key, train_key
 from service.tracking.store import TAG, Tracker
 
 # Where replay examples come from: the stored upstream set, the parent model's own samples

@@ -5,6 +5,7 @@ rule that rows are comparable only within one upstream set.
     check_digest(...)           refuse to mix upstream sets within a model line
     train_key(...)              identity of a plain (no-replay) fine-tune: same key, same model
     plain_row(...)              the full row of a finished plain fine-tune with that key
+    ancestry(registry, version) the version and its ancestors, newest first (the line's chain)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from service.errors import ServiceError
 from service.tracking.jobs import job_id_for
-from service.tracking.registry import Version
+from service.tracking.registry import Registry, Version
 from service.tracking.store import TAG, Tracker
 
 
@@ -74,3 +75,19 @@ def row_delta(tracker: Tracker, run_id: str, ids: Sequence[str]) -> np.ndarray:
     """ΔNLL of a logged row in `ids` order (NaN where the row did not measure an example)."""
     df = tracker.load_row(run_id).set_index("example_id")
     return df["delta"].reindex(list(ids)).to_numpy(np.float64)
+
+
+def ancestry(registry: Registry, version: Version) -> list[Version]:
+    """`version` and its ancestors by parent_version tags, newest first; the last is the base
+    (registered by `ftctl init`, parent "none"). A broken link (a deleted version) ends the walk."""
+    out = [version]
+    seen = {version.version}
+    while True:
+        parent = out[-1].tags.get(TAG + "parent_version", "none")
+        if not parent.isdigit() or int(parent) in seen:
+            return out
+        try:
+            out.append(registry.get(int(parent)))
+        except ServiceError:  # a version removed from the registry ends the chain
+            return out
+        seen.add(out[-1].version)

@@ -2,8 +2,9 @@
 
 Rows come from FINISHED statistics runs of the model line whose upstream digest matches
 (release runs only when asked). Each row's parquet is cached locally by run id.
-Rows are comparable only within one base model: by default only rows measured on `base_version`
-are used; when there are too few, rows measured on its ancestors are added and the caller is told.
+A row measured on one version is reused by its descendants: each task's row comes from the
+nearest version on the lineage of `base_version` (itself, its parent, … the base), so a refreshed
+row replaces its ancestor's; rows of other branches only when too few remain, with a note.
 """
 
 from __future__ import annotations
@@ -58,25 +59,49 @@ def choose_rows(
     include_releases: bool = False,
     exclude_tasks: frozenset[str] = frozenset(),
 ) -> RowChoice:
+    """One row per task: with `base_version`, each task's row measured nearest to it on its
+    lineage (the version itself, else its parent, … back to the line's base: the policy that
+    docs/results/chain/matrix-policy.md measured — ancestor rows reused, refreshed rows win);
+    rows of versions off that lineage only when fewer than `min_rows` remain. Without
+    `base_version`, the latest row of every task."""
     kinds = ["stats", "release"] if include_releases else ["stats"]
     runs = []
     for kind in kinds:
         runs += tracker.find_runs({TAG + "kind": kind, TAG + "digest": upstream.digest, TAG + "role": "job"})
     runs = [r for r in runs if r.data.tags.get(TAG + "task") not in exclude_tasks
             and r.data.tags.get(TAG + "row") == "full"]
-    same_base = [r for r in runs if base_version is None
-                 or r.data.tags.get(TAG + "base_version") == str(base_version)]
-    chosen, note = same_base, (f"{len(same_base)} rows measured on version {base_version}"
-                               if base_version is not None else f"{len(same_base)} rows")
-    if base_version is not None and len(same_base) < min_rows and len(runs) > len(same_base):
-        chosen = runs
-        note = (f"only {len(same_base)} rows measured on version {base_version}; using "
-                f"{len(runs)} rows of this model line measured on earlier versions too")
-    # One row per task: the latest finished run wins (a re-collected task replaces its old row).
-    latest: dict[str, Any] = {}
-    for r in chosen:
-        latest[r.data.tags.get(TAG + "task", r.info.run_id)] = r
-    return RowChoice(list(latest.values()), note)
+
+    def task(r: Any) -> str:
+        return r.data.tags.get(TAG + "task", r.info.run_id)
+
+    def latest(rs: list[Any]) -> dict[str, Any]:  # runs come oldest first: the latest wins
+        return {task(r): r for r in rs}
+
+    if base_version is None:
+        chosen = latest(runs)
+        return RowChoice(list(chosen.values()), f"{len(chosen)} rows")
+    from service.tracking.lineage import ancestry
+    from service.tracking.registry import Registry
+
+    registry = Registry(tracker)
+    line = [v.version for v in ancestry(registry, registry.get(base_version))]
+    depth = {str(v): i for i, v in enumerate(line)}  # 0 = the version itself
+    best: dict[str, Any] = {}
+    for r in runs:
+        d = depth.get(r.data.tags.get(TAG + "base_version", ""))
+        if d is not None and (task(r) not in best or d <= depth[best[task(r)].data.tags[TAG + "base_version"]]):
+            best[task(r)] = r
+    own = sum(r.data.tags[TAG + "base_version"] == str(base_version) for r in best.values())
+    ages = [depth[r.data.tags[TAG + "base_version"]] for r in best.values()]
+    note = f"{len(best)} rows measured on version {base_version}" if own == len(best) else (
+        f"{len(best)} rows: {own} measured on version {base_version}, {len(best) - own} on its "
+        f"ancestors (up to {max(ages)} promotion(s) back)")
+    off_line = {t: r for t, r in latest(runs).items() if t not in best}
+    if len(best) < min_rows and off_line:
+        note = (f"only {len(best)} rows measured on version {base_version} or its ancestors; "
+                f"using {len(off_line)} more of this model line measured on other versions too")
+        best.update(off_line)
+    return RowChoice(list(best.values()), note)
 
 
 def load_rows(tracker: Tracker, upstream: Columns, choice: RowChoice) -> AssembledMatrix:

@@ -99,3 +99,61 @@ def test_statistics_jobs_are_queued_only_when_the_gpu_is_idle(tmp_path: Path) ->
         assert busy["action"] == "skipped" and "2 queued" in busy["reason"]
         refit = app.tasks["ftctl.refit"]()
         assert refit["action"] == "skipped" and "the matrix has 0" in refit["reason"]
+
+
+def test_a_new_champion_gets_the_refresh_policys_rows_not_a_full_recollection(tmp_path: Path) -> None:
+    """Rows of every task on the base; a promoted child becomes @champion: the tick queues
+    `stats_refresh` jobs (the cheapest of the stalest rows), not one per task; once they are
+    measured on it, nothing is due. FTCTL_STATS_REFRESH=-1 restores the full policy."""
+    require_redis()
+    from service.pipeline.inputs import load_upstream
+    from service.tracking.registry import CHAMPION, Registry
+    from service.tracking.store import TAG, Tracker
+    from training.world import load_world
+
+    tasks = sorted(load_world("tiny").tasks)
+    with cluster(tmp_path, FTCTL_STATS_BATCH="50") as c:
+        base = register_champion(c)
+        tracker = Tracker(c.settings())
+        digest = load_upstream(c.settings()).digest
+
+        def row(task: str, version: int, seconds: float) -> None:
+            with tracker.run(f"stats:{task}", tags={
+                    TAG + "kind": "stats", TAG + "role": "job", TAG + "digest": digest,
+                    TAG + "row": "full", TAG + "task": task, TAG + "base_version": str(version)}) as run:
+                run.log_metrics({"train_seconds": seconds})
+
+        for i, t in enumerate(tasks):
+            row(t, base, 100.0 - i)  # the last tasks are the cheapest
+        registry = Registry(tracker)
+        with tracker.run("child") as run:
+            (c.tmp / "child").mkdir()
+            (c.tmp / "child" / "config.json").write_text("{}")
+            run.log_artifacts(c.tmp / "child", "model")
+        child = registry.register(run.run_id, "model", {TAG + "parent_version": str(base)}).version
+        registry.set_alias(CHAMPION, child)
+
+        app = c.app()
+        tick = app.tasks["ftctl.stats_when_idle"]()
+        assert tick["action"] == "submitted" and tick["missing"] == 0
+        assert tick["tasks"] == tasks[::-1][:2] and tick["refresh_due"] == 2  # default refresh: 2
+        jobs = c.jobs()
+        for j in tick["jobs"]:
+            jobs.cancel(j)
+        jobs.store.r.delete(c.prefix + "gpu")  # no worker here: drop the cancelled messages
+        for t in tick["tasks"]:  # as if the two refreshed rows were measured on the champion
+            row(t, child, 1.0)
+        idle = app.tasks["ftctl.stats_when_idle"]()
+        assert idle["action"] == "idle" and idle["refresh_due"] == 0
+
+    with cluster(tmp_path / "full", FTCTL_STATS_BATCH="50", FTCTL_STATS_REFRESH="-1") as c2:
+        register_champion(c2)
+        tracker = Tracker(c2.settings())
+        v = Registry(tracker).champion().version
+        for t in tasks[:3]:
+            with tracker.run(f"stats:{t}", tags={
+                    TAG + "kind": "stats", TAG + "role": "job", TAG + "digest": load_upstream(c2.settings()).digest,
+                    TAG + "row": "full", TAG + "task": t, TAG + "base_version": str(v)}):
+                pass
+        full = c2.app().tasks["ftctl.stats_when_idle"]()
+        assert full["missing"] == len(tasks) - 3 and len(full["jobs"]) == len(tasks) - 3

@@ -12,10 +12,10 @@ from tests.service.test_release_cli import ok_json, tracker
 
 
 def test_a_chain_measures_drift_from_the_base_and_earlier_task_retention(tmp_path: Path) -> None:
-    from service.release.chain import ancestry
     from service.release.request import ReleaseRequest, release_new_task
     from service.release.series import release_chain
     from service.settings import load_settings
+    from service.tracking.lineage import ancestry
     from service.tracking.registry import Registry
 
     ws = tmp_path / "ws"
