@@ -176,6 +176,34 @@ def list_versions(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
              v["tags"].get("ftctl.earlier_loss_increase_max", "")] for v in vs]))
 
 
+@app.command("line")
+@handle_errors
+def line(version: Annotated[int | None, typer.Argument(help="Version whose lineage to show (default: @champion).")] = None,
+         as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """A version's lineage, base first: each release's held-out ΔNLL vs its parent and vs the
+    base, the largest earlier-task loss increase, and the margin to each gate budget (nats;
+    < 0: over budget). Every registered release logs the same view as figures/model_line.png."""
+    from service.release.history import line_points
+    from service.tracking.registry import Registry
+    from service.tracking.store import Tracker
+
+    s = settings()
+    registry = Registry(Tracker(s))
+    points = line_points(registry, registry.get(version) if version else registry.champion())
+    rows = [p.to_dict(s) for p in points]
+
+    def fmt(x: float | None) -> str:
+        return "" if x is None else f"{x:+.4f}"
+
+    emit(rows, as_json, lambda rs: table(
+        "lineage", ["version", "aliases", "task", "method", "gate", "vs parent", "vs base",
+                    "earlier max Δloss", "margin parent / base / earlier"], [
+            [r["version"], ",".join(r["aliases"]), r["task"], r["method"], r["gate"],
+             fmt(r["vs_parent"]), fmt(r["vs_base"]), fmt(r["earlier_max"]),
+             " / ".join(fmt(r["margins"][k]) or "-" for k in ("vs_parent", "vs_base", "earlier_max"))]
+            for r in rs]))
+
+
 @app.command("show")
 @handle_errors
 def show(version: Annotated[int, typer.Argument(help="Version number.")], as_json: JsonOpt = False,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.release.gate import Gate
+from service.release.history import log_line_view
 from service.release.state import ReleaseState
 from service.tracking.registry import CHAMPION, Registry
 from service.tracking.store import TAG
@@ -40,6 +41,9 @@ def register_release(registry: Registry, state: ReleaseState, gate: Gate,
             out["note"] = "; ".join(x for x in (state.note, f"not promoted: {why}") if x)
     say(f"registered version {version.version} @candidate"
         + (", promoted to @champion" if out["champion"] else f", not promoted ({why})"))
+    # The lineage view (figures/model_line.png, chain/line.json) on the release's run, read from
+    # the registry now that this version and its aliases are in it.
+    log_line_view(registry.tracker.attach(state.run_id), registry, version.version, registry.tracker.settings)
     return out
 
 

@@ -51,6 +51,16 @@ def test_a_chain_measures_drift_from_the_base_and_earlier_task_retention(tmp_pat
     assert [x.version for x in ancestry(reg, v)] == [b["version"], a["version"], 1]
     listed = ok_json(ws, "release", "list")
     assert listed[-1]["tags"]["ftctl.earlier_loss_increase_max"]
+    # The model-line view: the lineage base → a → b with figures and gate margins, on the run
+    # and from `release line`.
+    line = ok_json(ws, "release", "line")
+    assert [p["version"] for p in line] == [1, a["version"], b["version"]]
+    assert [p["task"] for p in line] == ["base", "py_io", "bible_law"] and "champion" in line[-1]["aliases"]
+    assert line[-1]["vs_base"] == pytest.approx(b["heldout_vs_base"], abs=1e-4)
+    assert line[-1]["margins"]["vs_base"] == pytest.approx(s.gate_max_cumulative_forgetting - line[-1]["vs_base"])
+    assert line[1]["earlier_max"] is None and line[-1]["earlier_max"] == pytest.approx(ret["increase"], abs=1e-4)
+    assert t.load_dict(b["run_id"], "chain/line.json") == line
+    assert "figures/model_line.png" in {f.path for f in t.client.list_artifacts(b["run_id"], "figures")}
     # The chain budgets: a third release judged against the base and the two earlier tasks.
     strict = s.replace(gate_max_cumulative_forgetting=1e-9, gate_max_earlier_task_loss_increase=1e-9)
     c = release_new_task(strict, ReleaseRequest(task="translate_fra", method="random", promote=False))
