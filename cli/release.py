@@ -84,6 +84,7 @@ def chain(
     method: Annotated[str, typer.Option(help=f"{method_help()}; default from settings.")] = "",
     mode: Annotated[str, typer.Option(help="online or offline (see `release new-task`).")] = "online",
     replay_ratio: Annotated[float | None, typer.Option(help="Replay budget ratio r for every release (study: 1/32).")] = None,
+    earlier_replay_share: Annotated[float | None, typer.Option(help="Share of each release's replay budget given to train examples of the chain's earlier tasks (0 = upstream only; see docs/chains.md).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every release.")] = None,
     name: Annotated[str, typer.Option(help="Run name prefix (NAME:1, NAME:2, …).")] = "",
     stop_on_failure: Annotated[bool, typer.Option(help="End the chain at the first release whose gate fails (default: a failed release leaves the champion where it was and the chain goes on).")] = False,
@@ -97,7 +98,7 @@ def chain(
     from service.release.request import ReleaseRequest
     from service.release.series import release_chain
 
-    s = settings(replay_ratio=replay_ratio)
+    s = settings(replay_ratio=replay_ratio, earlier_replay_share=earlier_replay_share)
     template = ReleaseRequest(task=data[0] if data else "", method=method, mode=mode,  # type: ignore[arg-type]
                               seed=seed, name=name)
     run_one = None

@@ -74,6 +74,11 @@ class Settings:
     job of the line is scored on the same never-replayed examples whatever its own seed."""
     self_replay_tokens: int = 128
     """Self-generated replay (--replay-source self|mix): tokens sampled per sequence."""
+    earlier_replay_share: float = 0.0
+    """Share of the replay budget given to train examples of the tasks the chain's earlier releases
+    learned (release.plan; 0 = upstream only). Measured in docs/results/chain/."""
+    earlier_replay_candidates: int = 256
+    """Train examples each release logs as later releases' earlier-task replay candidates."""
     warmup_fraction: float = 0.1
     """Online mode: share of the fine-tuning steps before the probes are measured."""
     steps: int = 0
@@ -137,6 +142,10 @@ class Settings:
         for name in ("steps", "batch_size", "lr"):
             if getattr(self, name) < 0:
                 raise ServiceError(f"{name} must be >= 0 (0 = the world's default), got {getattr(self, name)}")
+        if not 0 <= self.earlier_replay_share <= 1:
+            raise ServiceError(f"earlier_replay_share must be in [0, 1], got {self.earlier_replay_share}")
+        if self.earlier_replay_candidates < 0:
+            raise ServiceError(f"earlier_replay_candidates must be >= 0, got {self.earlier_replay_candidates}")
         if self.self_replay_tokens < 1:
             raise ServiceError(f"self_replay_tokens must be >= 1, got {self.self_replay_tokens}")
         if self.workers < 1:

@@ -24,7 +24,8 @@ STALE = ("error", "finished", "summary", "started", "worker", "attempts", "progr
 JOB_OVERRIDES = ("method", "k", "replay_ratio", "temperature", "heldout", "steps", "lora", "seed",
                  "batch_size", "lr", "warmup_fraction", "gate_max_heldout_forgetting",
                  "gate_max_relative_to_random", "gate_require_task_gain", "self_replay_tokens",
-                 "gate_max_cumulative_forgetting", "gate_max_earlier_task_loss_increase")
+                 "gate_max_cumulative_forgetting", "gate_max_earlier_task_loss_increase",
+                 "earlier_replay_share", "earlier_replay_candidates")
 
 
 def job_overrides(settings: Settings) -> dict[str, Any]:

@@ -19,10 +19,11 @@ HELDOUT_SOURCE = "heldout_source."  # metric prefix: a release's held-out ΔNLL 
 
 
 def log_release_view(run: RunHandle, row: pd.DataFrame, upstream: Any, title: str,
-                     warmup_ids: Sequence[str], plan_ids: Sequence[str], self_generated: int) -> None:
+                     warmup_ids: Sequence[str], plan_ids: Sequence[str],
+                     extra_sources: dict[str, str]) -> None:
     """On the release run itself: the measured row's top-forgotten table (with example text) and
-    figures, and the replay plan as data — which upstream examples, from which sources (ids of
-    the parent's own samples count as "self-generated")."""
+    figures, and the replay plan as data — which examples, from which sources (`extra_sources`
+    labels the ids that are not upstream examples: "self-generated", "earlier task T")."""
     import matplotlib.pyplot as plt
 
     run.log_table(top_forgotten(row, upstream.texts), "forgetting/top_forgotten.json")
@@ -31,10 +32,13 @@ def log_release_view(run: RunHandle, row: pd.DataFrame, upstream: Any, title: st
         plt.close(fig)  # type: ignore[arg-type]
     sources = dict(zip(upstream.ids, upstream.sources, strict=True))
     ids = list(dict.fromkeys([*warmup_ids, *plan_ids]))
-    by_source = Counter(sources.get(i, "self-generated") for i in ids)
+    by_source = Counter(sources.get(i) or extra_sources.get(i, "other") for i in ids)
+    labels = Counter(extra_sources.values())
     run.log_dict({"warmup_ids": list(warmup_ids), "plan_ids": list(plan_ids),
                   "distinct": len(ids), "by_source": dict(sorted(by_source.items())),
-                  "self_generated": self_generated}, "replay/plan.json")
+                  "self_generated": labels.get("self-generated", 0),
+                  "earlier_tasks": sum(v for k, v in labels.items() if k.startswith("earlier"))},
+                 "replay/plan.json")
 
 
 def controls(tracker: Tracker, task_digest: str, parent_version: int, run_id: str) -> list[dict[str, Any]]:

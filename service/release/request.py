@@ -34,6 +34,7 @@ from service.pipeline.compute import finetune_config, replay_steps, task_steps
 from service.pipeline.inputs import JobContext, Task, heldout_size, job_context, resolve_task
 from service.pipeline.stats import log_inputs
 from service.release.chain import earlier_tasks, log_test_split
+from service.release.plan import log_candidates
 from service.release.stages import STAGES
 from service.release.state import Finished, ReleaseState
 from service.settings import Settings
@@ -115,7 +116,8 @@ def release_job_id(settings: Settings, req: ReleaseRequest, ctx: JobContext, tas
         digest=ctx.upstream.digest, line=settings.model_line, measure_all=req.measure_all,
         register=req.register,
         **({"replay_source": req.replay_source, "self_tokens": settings.self_replay_tokens}
-           if req.replay_source != "upstream" else {}))
+           if req.replay_source != "upstream" else {}),
+        **({"earlier_share": settings.earlier_replay_share} if settings.earlier_replay_share else {}))
 
 
 def open_release(settings: Settings, req: ReleaseRequest,
@@ -156,6 +158,7 @@ def open_release(settings: Settings, req: ReleaseRequest,
         run.log_dict(config, "config.json")
         log_inputs(run, task, upstream)
         log_test_split(run, task.test)  # later releases measure this task's retention on it
+        log_candidates(run, task.train, settings.earlier_replay_candidates, seed)  # ... and replay
         earlier = earlier_tasks(tracker, chain)
     work = settings.workspace.resolve()
     return ReleaseState(

@@ -40,6 +40,7 @@ from service.pipeline.inputs import Upstream, load_or_measure_nll, load_upstream
 from service.pipeline.stats import log_training
 from service.release.chain import eval_sets, log_chain
 from service.release.gate import ChainUse, ReplayUse, evaluate_gate, random_baseline
+from service.release.plan import earlier_examples, extra_pool, log_plan, sample, upstream_budget
 from service.release.promotion import register_release
 from service.release.report import HELDOUT_SOURCE, controls, log_comparison, log_release_view
 from service.release.state import Outcome, ReleaseState
@@ -57,36 +58,13 @@ def _quiet(_m: str) -> None:
     pass
 
 
-def sample(scores: np.ndarray, budget: int, upstream: Upstream, settings: Settings,
-           strategy: str, seed: int, taken: list[str] | None = None) -> tuple[list[str], list[float]]:
-    """`budget` distinct replayable examples: never held-out ones, nor those already `taken`
-    (the warm-up's, so that warm-up and plan together stay within one budget)."""
-    from forgetting.replay import sample_replay
-
-    exclude = upstream.heldout
-    if taken:
-        used = set(taken)  # a set lookup per id: np.isin on 10^6 object ids sorts them all
-        exclude = exclude | np.fromiter((i in used for i in upstream.ids), dtype=bool, count=upstream.n)
-    plan = sample_replay(scores, budget, temperature=settings.temperature, strategy=strategy,
-                         exclude=exclude, seed=seed)
-    return [upstream.ids[i] for i in plan.indices], [float(w) for w in plan.weights]
-
-
 def _spec(settings: Settings, state: ReleaseState, measure: np.ndarray, replay_ids: list[str],
           **kw: Any) -> TrainSpec:
-    from training.data import Example
-
     ratio = state.ratio if replay_ids else 0.0
-    generated = [Example.text(d["text"], "self") for d in state.self_examples]
     return TrainSpec(settings=settings, task_ref=state.task_ref, model_dir=state.model_dir,
                      steps=state.total_steps if replay_ids else state.steps, measure=measure,
                      replay_ids=replay_ids, replay_ratio=ratio, seed=state.seed,
-                     extra_pool=generated, **kw)
-
-
-def _upstream_budget(state: ReleaseState) -> int:
-    """The part of the budget stored upstream examples fill (the rest: the parent's samples)."""
-    return state.budget - state.self_budget
+                     extra_pool=extra_pool(state), **kw)
 
 
 @contextmanager
@@ -152,6 +130,11 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
     if method != "none" and state.replay_source != "upstream":
         state.self_budget = (state.budget if state.replay_source == "self"
                              else min(state.budget, max(1, state.budget // 2)))
+    if method != "none" and settings.earlier_replay_share > 0 and state.earlier:
+        # The chain's earlier tasks: their share of the budget, from their logged candidates.
+        share = min(state.budget - state.self_budget, max(1, round(settings.earlier_replay_share * state.budget)))
+        state.earlier_examples = earlier_examples(tracker, state.earlier, share, state.seed)
+        state.earlier_budget = len(state.earlier_examples)
     if state.replay_source == "self" and method != "none":
         # Every replay example is the parent's own sample: no upstream example to choose, so no
         # probes, no completion and no warm-up.
@@ -168,8 +151,8 @@ def begin(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         state.probes = choose_probes(upstream.n, k, seed=state.seed,
                                      exclude=upstream.heldout).tolist()
     if _online(state) or state.effective == "random":
-        size = (warmup_budget(_upstream_budget(state), settings.warmup_fraction) if _online(state)
-                else _upstream_budget(state))  # offline random: the whole plan, drawn once
+        size = (warmup_budget(upstream_budget(state), settings.warmup_fraction) if _online(state)
+                else upstream_budget(state))  # offline random: the whole plan, drawn once
         state.warmup_ids, state.warmup_weights = sample(
             np.zeros(upstream.n), size, upstream, settings, "uniform", state.seed)
     if _plain(state):
@@ -272,8 +255,8 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
     # besides them (seed + 1: the warm-up's uniform draw used the seed itself).
     kept_ids = list(state.warmup_ids) if online else []
     kept_weights = list(state.warmup_weights) if online else []
-    rest = _upstream_budget(state) - len(kept_ids)
-    own = [d["id"] for d in state.self_examples]  # self-generated: always in the plan
+    rest = upstream_budget(state) - len(kept_ids)
+    own = [d["id"] for d in state.self_examples + state.earlier_examples]  # always in the plan
     if state.effective == "self":
         ids, weights = [], []
     elif state.effective == "random" and online:
@@ -294,7 +277,7 @@ def predict(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Relea
     state.plan_ids = kept_ids + ids + own
     state.plan_weights = kept_weights + weights + [1.0 / max(len(own), 1)] * len(own)
     with _child(tracker, state, "predict") as child:
-        _log_plan(child, state, upstream, predicted, online)
+        log_plan(child, state, upstream, predicted, online)
     return state
 
 
@@ -315,25 +298,6 @@ def _complete(settings: Settings, tracker: Tracker, state: ReleaseState, upstrea
     assert fit.model is not None and state.probe_delta is not None
     return np.asarray(fit.model.fold_in(probes, np.asarray(state.probe_delta), task_embedding=emb),
                       dtype=np.float64)
-
-
-def _log_plan(child: RunHandle, state: ReleaseState, upstream: Upstream,
-              predicted: np.ndarray | None, online: bool) -> None:
-    import pandas as pd
-
-    child.set_tags({TAG + "method": state.effective, TAG + "note": state.note or "-"})
-    child.log_dict({"method": state.effective, "note": state.note, "replay_ids": state.plan_ids,
-                    "weights": state.plan_weights,
-                    "warmup_replay_ids": state.warmup_ids if online else None,
-                    "self_replay_ids": [d["id"] for d in state.self_examples] or None},
-                   "replay/plan.json")
-    if predicted is not None:
-        child.log_dataframe(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
-                                          "predicted": predicted, "heldout": upstream.heldout}),
-                            "replay/predicted_row.parquet")
-    if state.probes and state.probe_delta is not None:
-        child.log_dict({"probe_ids": [upstream.ids[i] for i in state.probes],
-                        "probe_delta": state.probe_delta}, "replay/probes.json")
 
 
 def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> ReleaseState:
@@ -380,7 +344,9 @@ def train(settings: Settings, state: ReleaseState, say: Say = _quiet) -> Release
         parent_version=state.parent_version, earlier=state.earlier,
         progress=count_messages(say, "measuring the line's base model"))
     log_release_view(run, row, upstream, f"release: {state.task_name} ({state.effective})",
-                     state.warmup_ids, state.plan_ids, self_generated=len(state.self_examples))
+                     state.warmup_ids, state.plan_ids,
+                     {**{d["id"]: "self-generated" for d in state.self_examples},
+                      **{d["id"]: f"earlier task {d['task']}" for d in state.earlier_examples}})
     cfg = finetune_config(settings, out.steps, state.seed)
     positions = out.steps * cfg.examples_per_step * cfg.devices  # task + replay slots trained on
     budget = 0 if state.method == "none" else state.budget
@@ -431,6 +397,7 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
                        if k.startswith("forgetting_source.")},
         "heldout_per_source": o.heldout_per_source, "version": None, "champion": False,
         "base_version": state.base_version, "heldout_vs_base": o.heldout_vs_base,
+        "earlier_replay": state.earlier_budget,
         "retention": [r.to_dict() for r in o.retention],
         "seconds": time.time() - state.started}
     log_comparison(run, state.effective, result["heldout_forgetting"], o.heldout_per_source,

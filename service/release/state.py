@@ -77,6 +77,8 @@ class ReleaseState:
     replay_source: str = "upstream"  # upstream | self | mix (release.request.REPLAY_SOURCES)
     self_budget: int = 0  # the part of `budget` the parent's own samples fill
     self_examples: list[dict[str, str]] = field(default_factory=list)  # {"id", "text"}, generated
+    earlier_budget: int = 0  # the part of `budget` the chain's earlier tasks' examples fill
+    earlier_examples: list[dict[str, Any]] = field(default_factory=list)  # release.plan.earlier_examples
     ratio: float = 0.0  # replay slots per task example
     total_steps: int = 0  # steps with the (1 + r) replay extension
     rows: list[str] | None = None  # the matrix rows (run ids) the completion uses

@@ -74,6 +74,17 @@ def test_a_chain_measures_drift_from_the_base_and_earlier_task_retention(tmp_pat
     d = release_new_task(off, ReleaseRequest(task="translate_fra", method="random", promote=False, seed=1))
     assert d["heldout_vs_base"] is not None
     assert not any("vs the base" in x or "earlier task" in x for x in d["gate"]["reasons"])
+    # Earlier-task replay: part of the budget from the chain's earlier tasks' logged train
+    # candidates (py_io, bible_law), within the same budget.
+    assert t.load_dict(a["run_id"], "task/replay_candidates.json")["examples"]
+    e = release_new_task(s.replace(earlier_replay_share=0.5),
+                         ReleaseRequest(task="translate_fra", method="random", promote=False, seed=2))
+    eplan = t.load_dict(e["run_id"], "replay/plan.json")
+    assert e["earlier_replay"] == eplan["earlier_tasks"] == max(1, round(0.5 * e["budget"]))
+    assert eplan["distinct"] <= e["budget"] and e["replayed"] <= e["budget"]
+    assert {k for k in eplan["by_source"] if k.startswith("earlier")} <= {
+        "earlier task py_io", "earlier task bible_law"}
+    assert e["job_id"] != d["job_id"]
     # The release run itself carries what a reviewer opens: table, figures, plan, and the
     # comparison with the other releases of the same task from the same parent (c).
     arts = {f.path for f in t.client.list_artifacts(d["run_id"], "figures")}

@@ -152,7 +152,7 @@ def test_release_new_task_registers_and_gates(ws: Path) -> None:
     # The views (figures, top-forgotten table with text) are on the release run itself.
     names = {a.path for a in t.client.list_artifacts(r["run_id"], "figures")}
     assert names == {"figures/forgetting_hist.png", "figures/forgetting_by_source.png",
-                     "figures/heldout_vs_controls.png"}
+                     "figures/heldout_vs_controls.png", "figures/model_line.png"}
     table = json.loads(Path(t.client.download_artifacts(r["run_id"], "forgetting/top_forgotten.json")).read_text())
     top = pd.DataFrame(table["data"], columns=table["columns"])
     assert len(top) == 50 and top["delta"].is_monotonic_decreasing and top["text"].str.len().gt(0).all()
