@@ -7,7 +7,8 @@ earlier tasks over a chain, with predicted replay, a matched random control and 
    matrix every MF link completes from: rows measured on an ancestor, today's policy);
 2. `--length` other tasks, in `--orders` orders (the first family-round-robin, the rest seeded
    permutations of it);
-3. for every strategy (MF, random, none) and order, one chain (`release_chain`, each link from
+3. for every strategy (MF, random, none; "mf+earlier" = MF with `--earlier-share` of each budget
+   given to the chain's earlier tasks' train examples) and order, one chain (`release_chain`, each link from
    the link before it whatever its gate said, nothing promoted), chains in `--workers`
    processes; every link is an idempotent release job, so a rerun reuses what finished;
 4. per chain: held-out ΔNLL vs the base after each link, and at the end every earlier task's
@@ -42,24 +43,32 @@ def chain_orders(tasks: list[str], orders: int, seed: int = 0) -> list[list[str]
     return [list(tasks)] + [[tasks[i] for i in rng.permutation(len(tasks))] for _ in range(orders - 1)]
 
 
-def run_chain(settings: Any, strategy: str, order: int, tasks: list[str], base: int) -> dict[str, Any]:
-    """One chain in this process: its links' figures (or the error)."""
+def run_chain(settings: Any, strategy: str, order: int, tasks: list[str], base: int,
+              earlier_share: float = 0.5) -> dict[str, Any]:
+    """One chain in this process: its links' figures (or the error). "METHOD+earlier": METHOD
+    with `earlier_share` of each budget given to the chain's earlier tasks (release.plan)."""
     from service.release.request import ReleaseRequest
     from service.release.series import release_chain
 
-    template = ReleaseRequest(task="", method=strategy, promote=False, parent_version=base,
+    method, _, extra = strategy.partition("+")
+    if extra == "earlier":
+        settings = settings.replace(earlier_replay_share=earlier_share)
+    elif extra:
+        raise SystemExit(f"unknown strategy {strategy!r}: METHOD or METHOD+earlier")
+    template = ReleaseRequest(task="", method=method, promote=False, parent_version=base,
                               name=f"chain:{strategy}:o{order}")
     try:
         out = release_chain(settings, tasks, template, follow_failed=True)
     except Exception as e:  # one failed chain must not end the bench; it is reported
         return {"strategy": strategy, "order": order, "tasks": tasks, "error": f"{type(e).__name__}: {e}"}
     keep = ("task", "version", "parent_version", "heldout_forgetting", "heldout_vs_base",
-            "task_loss_before", "task_loss_after", "replayed", "budget", "retention", "gate", "run_id")
+            "task_loss_before", "task_loss_after", "replayed", "budget", "earlier_replay",
+            "retention", "gate", "run_id")
     return {"strategy": strategy, "order": order, "tasks": tasks,
             "links": [{k: r.get(k) for k in keep} for r in out["releases"]]}
 
 
-def _pool_chain(settings: Any, job: tuple[str, int, list[str], int]) -> dict[str, Any]:
+def _pool_chain(settings: Any, job: tuple[str, int, list[str], int, float]) -> dict[str, Any]:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import torch
 
@@ -101,7 +110,8 @@ def summarize(chains: list[dict[str, Any]]) -> dict[str, Any]:
             "bwt_mean": float(np.mean([f["bwt"] for f in mine if f["bwt"] is not None])),
             "final_loss_mean": float(np.mean([f["mean_final_loss"] for f in mine])),
             "drift_by_link": np.mean([f["drift"] for f in mine], axis=0).tolist()}
-    pairs = [("mf", "random"), ("mf", "none"), ("random", "none")]
+    pairs = [("mf", "random"), ("mf", "none"), ("random", "none"), ("mf+earlier", "mf"),
+             ("mf+earlier", "none")]
     out["earlier_task_increase"] = {
         f"{a}_vs_{b}": compare(per_task[a], per_task[b]).to_dict() for a, b in pairs
         if a in per_task and b in per_task and len(set(per_task[a]) & set(per_task[b])) >= 2}
@@ -116,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats-tasks", type=int, default=24, help="statistics rows from the base")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--ratio", type=float, default=1 / 32, help="replay ratio of every link")
+    p.add_argument("--earlier-share", type=float, default=0.5,
+                   help="METHOD+earlier strategies: the share of each budget for earlier tasks")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "chain")
     p.add_argument("--base-cache", type=Path, default=ROOT / ".ftctl")
@@ -145,13 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     collect_stats(settings, stats, workers=a.workers)
     rest = {k: v for k, v in world.tasks.items() if k not in stats}
     orders = chain_orders(family_round_robin(rest, a.length, seed=2), a.orders)
-    jobs = [(s, o, tasks, base) for s in a.strategies.split(",") for o, tasks in enumerate(orders)]
-    results: dict[str, Any] = {"chains": []}
+    jobs = [(s, o, tasks, base, a.earlier_share) for s in a.strategies.split(",")
+            for o, tasks in enumerate(orders)]
+    # Chains of other strategies an earlier invocation finished stay (a strategy added later).
+    old = json.loads((a.out / "results.json").read_text()) if (a.out / "results.json").exists() else {}
+    redo = {(j[0], j[1]) for j in jobs}
+    results: dict[str, Any] = {"chains": [c for c in old.get("chains", [])
+                                          if (c["strategy"], c["order"]) not in redo]}
 
     def save() -> None:
         results.update(meta={"date": date.today().isoformat(), "machine": f"{platform.machine()}, "
                              f"{os.cpu_count()} cores", "world": a.world, "length": a.length,
                              "orders": orders, "stats_tasks": stats, "ratio": a.ratio,
+                             "earlier_share": a.earlier_share,
                              "wall_seconds": time.perf_counter() - t0},
                        summary=summarize(results["chains"]))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))

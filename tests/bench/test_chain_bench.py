@@ -45,10 +45,13 @@ def test_chain_figures_read_drift_bwt_and_final_losses() -> None:
 def test_summary_compares_strategies_on_task_means() -> None:
     chains = [chain(s, o, f) for s, f in (("mf", 0.05), ("random", 0.1), ("none", 0.2)) for o in (0, 1)]
     chains.append({"strategy": "mf", "order": 9, "tasks": TASKS, "error": "boom"})
+    with_earlier = summarize([*chains, *(chain("mf+earlier", o, 0.025) for o in (0, 1))])
+    assert with_earlier["earlier_task_increase"]["mf+earlier_vs_mf"]["reduction"] == pytest.approx(0.5)
     out = summarize(chains)
     assert [c["error"] for c in out["failed"]] == ["boom"]
     assert out["strategies"]["mf"]["final_drift_mean"] == pytest.approx(0.2)
     assert out["strategies"]["none"]["bwt_mean"] < out["strategies"]["random"]["bwt_mean"] < out["strategies"]["mf"]["bwt_mean"]
+    assert "mf+earlier_vs_mf" not in out["earlier_task_increase"]  # only pairs that ran
     c = out["earlier_task_increase"]["mf_vs_random"]
     # Every task that was not last in every order has an increase to compare.
     assert c["reduction"] == pytest.approx(0.5) and c["wins"] == c["n"] >= len(TASKS) - 1
