@@ -12,7 +12,7 @@ v+1 … v+depth, each a fine-tune of the one before, as a line's successive cham
 2. for every depth d and task t, t's row on version d is the truth; it is predicted from k = 30
    of its own entries (3 probe draws, the same probes for every policy) and the known rows of
    each policy, t's own row always left out (a new task has none):
-   - ancestor: the rows measured on the base (today's fallback in `choose_rows`);
+   - ancestor: the same tasks' rows measured on the base;
    - fresh: rows of the same tasks measured on version d (what re-collecting every row costs);
    - refresh-m: the base's rows with m rows per promotion measured again on the new champion,
      oldest first (`forgetting.staleness.refresh_versions`), m ∈ {1, 2, 4};
@@ -87,7 +87,9 @@ def evaluate_policies(rows: dict[int, dict[str, np.ndarray]], base: int, chain: 
     from forgetting.staleness import refresh_versions, score_targets
     from forgetting.stats import holm
 
-    anc_tasks = [t for t in base_tasks if t in rows[base]]
+    # The same tasks for every policy: the comparison is of where the rows were measured, not
+    # of how many there are (`base_tasks` only orders them).
+    anc_tasks = [t for t in base_tasks if t in rows[base] and t in tasks]
     known_anc = np.stack([rows[base][t] for t in anc_tasks])
     out: dict[str, Any] = {"depths": []}
     for d, v in enumerate(chain, start=1):
