@@ -128,14 +128,16 @@ def family_round_robin(tasks: dict[str, Any], n: int, seed: int = 0) -> list[str
 
 class Bench:
     def __init__(self, plan: Plan, workspace: Path, out: Path, workers: int, base_cache: Path,
-                 say: Callable[[str], None] = _say, ledger: Path | None = None) -> None:
+                 say: Callable[[str], None] = _say, ledger: Path | None = None,
+                 model_line: str = "") -> None:
         from service.settings import load_settings
 
         self.plan, self.out, self.workers, self.say = plan, out, workers, say
         self.ledger = ledger  # bench/science/ledger.py: what survives the machine
         self.base_cache = base_cache
         self.settings = load_settings(overrides={
-            "workspace": workspace, "world": plan.world, "model_line": f"ftctl-study-{plan.world}",
+            "workspace": workspace, "world": plan.world,
+            "model_line": model_line or f"ftctl-study-{plan.world}",
             "workers": workers, "tracking_uri": os.environ.get("FTCTL_TRACKING_URI", "")})
         out.mkdir(parents=True, exist_ok=True)
         path = out / "results.json"
@@ -391,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-cache", type=Path, default=ROOT / ".ftctl",
                    help="where the world's base model is built or found (shared with `make demo`)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
+    p.add_argument("--model-line", default="",
+                   help="the workspace's model line (default ftctl-study-WORLD): e.g. the analysis "
+                   "stages on bench.chain's workspace (--model-line ftctl-chain-default)")
     p.add_argument("--ledger", type=Path,
                    help="a folder to commit: finished statistics rows, the NLL cache and the results "
                    "are saved there as they finish and restored from it, so a multi-session grid "
@@ -409,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     environment.apply()
     bench = Bench(plan, args.workspace or out / "workspace", out, args.workers, args.base_cache,
-                  ledger=args.ledger)
+                  ledger=args.ledger, model_line=args.model_line)
     for stage in STAGES:
         if stage in stages:
             t0 = time.perf_counter()
