@@ -44,7 +44,7 @@ from common.atomic import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 REFRESH = (1, 2, 4)
-METRICS = ("spearman", "precision_at_0.1", "rmse_x100", "probe_rmse_x100")
+METRICS = ("spearman", "precision_at_0.1", "rmse_x100", "probe_rmse_x100", "flagged")
 
 
 def rows_by_version(settings: Any, versions: list[int], tasks: list[str]) -> dict[int, dict[str, np.ndarray]]:

@@ -33,7 +33,40 @@ from forgetting.errors import ForgettingError
 from forgetting.metrics import precision_at, rmse_x100, spearman_rows
 from forgetting.probes import choose_probes
 
-METRICS = ("spearman", "precision_at_0.1", "rmse_x100", "probe_rmse_x100")
+METRICS = ("spearman", "precision_at_0.1", "rmse_x100", "probe_rmse_x100", "flagged")
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    """Cross-validated error on a release's own probes (RMSE x100): the completion model's, and
+    the additive model's fitted on the same rows (example effects only, no task-specific
+    structure). `stale`: the rows predict the held-back probes no better than example means —
+    rows measured on versions too far back, or a task unlike every row; either way, measure
+    rows on the current champion (`ftctl stats collect`)."""
+
+    rmse_x100: float
+    baseline_rmse_x100: float
+
+    @property
+    def stale(self) -> bool:
+        return self.rmse_x100 >= self.baseline_rmse_x100
+
+
+def probe_check(model: object, baseline: object, cols: np.ndarray, values: np.ndarray,
+                folds: int = 3, seed: int = 0) -> ProbeCheck:
+    """Fold in all probes but one fold, predict that fold; both models on the same splits."""
+    cols, values = np.asarray(cols), np.asarray(values, dtype=np.float64)
+    if cols.size < 2 * folds:
+        raise ForgettingError(f"a probe check needs >= {2 * folds} probes, got {cols.size}")
+    parts = np.array_split(np.random.default_rng(seed).permutation(cols.size), folds)
+    err = {"m": [], "b": []}
+    for part in parts:
+        keep = np.setdiff1d(np.arange(cols.size), part)
+        for key, comp in (("m", model), ("b", baseline)):
+            pred = np.asarray(comp.fold_in(cols[keep], values[keep]), dtype=np.float64)  # type: ignore[attr-defined]
+            err[key].append((pred[cols[part]] - values[part]) ** 2)
+    return ProbeCheck(100 * float(np.sqrt(np.mean(np.concatenate(err["m"])))),
+                      100 * float(np.sqrt(np.mean(np.concatenate(err["b"])))))
 
 
 @dataclass
@@ -55,7 +88,8 @@ def score_targets(known: np.ndarray, targets: np.ndarray, *, method: str = "mf",
     fit: a new task has no row of its own), or None. Probes are drawn per (seed, target) and are
     the same whatever `known` is, so two sets of known rows are compared on identical probes.
     Metrics: Spearman and precision@10% on the unseen entries (higher = better), RMSE x100 on
-    them and on the probes themselves (the fit error a release can see without the truth).
+    them and on the probes themselves, and `flagged`: the share of probe draws whose
+    `probe_check` says stale (what a release can see without the truth).
     """
     known = np.asarray(known, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -67,12 +101,13 @@ def score_targets(known: np.ndarray, targets: np.ndarray, *, method: str = "mf",
         raise ForgettingError(f"leave_out has {len(skip)} entries for {len(targets)} targets")
     n = known.shape[1]
     out: dict[str, list[float]] = {m: [] for m in METRICS}
-    fits: dict[int | None, object] = {}
+    fits: dict[int | None, tuple[object, object]] = {}
     for i, row in enumerate(targets):
         if skip[i] not in fits:  # targets of one task share a fit
             rows = known if skip[i] is None else np.delete(known, skip[i], axis=0)
-            fits[skip[i]] = make_completer(method, **method_kwargs).fit(rows)
-        comp = fits[skip[i]]
+            fits[skip[i]] = (make_completer(method, **method_kwargs).fit(rows),
+                             make_completer("additive").fit(rows))
+        comp, additive = fits[skip[i]]
         per: dict[str, list[float]] = {m: [] for m in METRICS}
         for seed in seeds:
             cols = choose_probes(n, k, seed=seed + 7919 * i, exclude=~np.isfinite(row))
@@ -86,6 +121,7 @@ def score_targets(known: np.ndarray, targets: np.ndarray, *, method: str = "mf",
             on_probes = np.zeros_like(unseen)
             on_probes[cols] = True
             per["probe_rmse_x100"].append(rmse_x100(t, p, on_probes[None]))
+            per["flagged"].append(float(probe_check(comp, additive, cols, row[cols], seed=seed).stale))
         for m in METRICS:
             out[m].append(float(np.nanmean(per[m])))
     return TargetScores({m: np.asarray(v) for m, v in out.items()})

@@ -110,6 +110,11 @@ def log_plan(child: RunHandle, state: ReleaseState, upstream: Upstream,
         child.log_dataframe(pd.DataFrame({"example_id": upstream.ids, "source": upstream.sources,
                                           "predicted": predicted, "heldout": upstream.heldout}),
                             "replay/predicted_row.parquet")
+    if state.matrix_check is not None:
+        child.log_metrics({"probe_cv_rmse_x100": state.matrix_check["rmse_x100"],
+                           "probe_cv_rmse_additive_x100": state.matrix_check["baseline_rmse_x100"]})
+        child.tracker.client.set_tag(state.run_id, TAG + "matrix_check",
+                                     "stale" if state.matrix_check["stale"] else "ok")
     if state.probes and state.probe_delta is not None:
         child.log_dict({"probe_ids": [upstream.ids[i] for i in state.probes],
                         "probe_delta": state.probe_delta}, "replay/probes.json")

@@ -16,6 +16,7 @@ resume from their last checkpoint, the registration reuses a version this job al
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -296,6 +297,19 @@ def _complete(settings: Settings, tracker: Tracker, state: ReleaseState, upstrea
         task = resolve_task(settings, state.task_ref)
         emb = task_embedding(task.train, settings.cache_dir / "embeddings")
     assert fit.model is not None and state.probe_delta is not None
+    if state.effective not in ("additive", "semantic") and probes.size >= 6:
+        # Does the matrix still predict this task? The probes cross-validated against the
+        # additive model on the same rows (forgetting.staleness.probe_check).
+        from forgetting.staleness import probe_check
+
+        base = completer(settings, tracker, upstream, "additive", state.parent_version,
+                         state.task_name, rows=state.rows).model
+        chk = probe_check(fit.model, base, probes, np.asarray(state.probe_delta), seed=state.seed)
+        state.matrix_check = {**dataclasses.asdict(chk), "stale": chk.stale}
+        if chk.stale:
+            _add_note(state, f"matrix check: the rows predicted this task's held-back probes no better "
+                      f"than example means ({chk.rmse_x100:.2f} vs {chk.baseline_rmse_x100:.2f} "
+                      "RMSE x100): rows may be stale; `ftctl stats collect` on the champion")
     return np.asarray(fit.model.fold_in(probes, np.asarray(state.probe_delta), task_embedding=emb),
                       dtype=np.float64)
 
@@ -397,7 +411,7 @@ def finish(settings: Settings, state: ReleaseState, say: Say = _quiet) -> dict[s
                        if k.startswith("forgetting_source.")},
         "heldout_per_source": o.heldout_per_source, "version": None, "champion": False,
         "base_version": state.base_version, "heldout_vs_base": o.heldout_vs_base,
-        "earlier_replay": state.earlier_budget,
+        "earlier_replay": state.earlier_budget, "matrix_check": state.matrix_check,
         "retention": [r.to_dict() for r in o.retention],
         "seconds": time.time() - state.started}
     log_comparison(run, state.effective, result["heldout_forgetting"], o.heldout_per_source,

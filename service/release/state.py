@@ -93,6 +93,7 @@ class ReleaseState:
     # -- predict -----------------------------------------------------------------------------
     plan_ids: list[str] = field(default_factory=list)
     plan_weights: list[float] = field(default_factory=list)
+    matrix_check: dict[str, Any] | None = None  # forgetting.staleness.probe_check, as a dict
     # -- train -------------------------------------------------------------------------------
     outcome: Outcome | None = None
 

@@ -72,3 +72,22 @@ def test_mismatched_columns_are_refused() -> None:
     with pytest.raises(ForgettingError, match="same"):
         score_targets(np.zeros((3, 10)), np.zeros((2, 11)))
 
+
+
+def test_probe_check_flags_rows_that_no_longer_predict() -> None:
+    """Fresh rank-3 rows predict held-back probes far better than example means; rows whose
+    example factors drifted away do not, and the check says stale."""
+    from forgetting.completion import make_completer
+    from forgetting.staleness import probe_check
+
+    old, new = planted(drift=3.0, seed=1)
+    target, known_new, known_old = new[0], new[1:], old[1:]
+    cols = np.arange(0, 400, 10)  # 40 probes
+    fresh = probe_check(make_completer("mf").fit(known_new), make_completer("additive").fit(known_new),
+                        cols, target[cols])
+    stale = probe_check(make_completer("mf").fit(known_old), make_completer("additive").fit(known_old),
+                        cols, target[cols])
+    assert not fresh.stale and fresh.rmse_x100 < 0.5 * fresh.baseline_rmse_x100
+    assert stale.stale and stale.rmse_x100 > 10 * fresh.rmse_x100
+    with pytest.raises(ForgettingError, match="probes"):
+        probe_check(None, None, np.arange(4), np.zeros(4))

@@ -132,6 +132,11 @@ def test_release_new_task_registers_and_gates(ws: Path) -> None:
     assert r["version"] == 2 and r["method"] in ("mf", "additive")
     assert r["task_loss_after"] < r["task_loss_before"]
     assert r["replayed"] >= 1 and r["budget"] == r["replayed"]
+    if r["method"] == "mf":  # the matrix check: the probes cross-validated against additive
+        chk = r["matrix_check"]
+        assert chk["rmse_x100"] > 0 and chk["baseline_rmse_x100"] > 0
+        assert chk["stale"] == (chk["rmse_x100"] >= chk["baseline_rmse_x100"])
+        assert tracker(ws).get_run(r["run_id"]).data.tags["ftctl.matrix_check"] in ("ok", "stale")
     versions = {v["version"]: v for v in ok_json(ws, "release", "list")}
     assert "candidate" in versions[2]["aliases"]
     assert ("champion" in versions[2]["aliases"]) == r["gate"]["passed"]
