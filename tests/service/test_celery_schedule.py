@@ -145,6 +145,15 @@ def test_a_new_champion_gets_the_refresh_policys_rows_not_a_full_recollection(tm
             row(t, child, 1.0)
         idle = app.tasks["ftctl.stats_when_idle"]()
         assert idle["action"] == "idle" and idle["refresh_due"] == 0
+        # A release from the champion whose matrix check said stale: every row is due now.
+        with tracker.run("release:x", tags={TAG + "kind": "release", TAG + "role": "job",
+                                            TAG + "base_version": str(child),
+                                            TAG + "matrix_check": "stale"}):
+            pass
+        stale = app.tasks["ftctl.stats_when_idle"]()
+        assert stale["stale_checks"] == 1 and stale["refresh_due"] == len(tasks) - 2
+        assert set(stale["tasks"]) == set(tasks) - set(tick["tasks"])
+        jobs.store.r.delete(c.prefix + "gpu")
 
     with cluster(tmp_path / "full", FTCTL_STATS_BATCH="50", FTCTL_STATS_REFRESH="-1") as c2:
         register_champion(c2)
