@@ -7,7 +7,8 @@ what was measured — small, plain files meant to be committed — and puts it b
 
     ledger/rows/<task>.parquet   a statistics row as logged (forgetting/row.parquet)
     ledger/rows/<task>.json      its job id, ftctl tags, metrics and recorded result
-    ledger/nll/*.npz             the workspace's "before" NLL cache (training.cache.NllCache)
+    ledger/nll/weights-*.npz     the base model's "before" NLLs (training.cache.NllCache, keyed by
+                                 the weights' content: `service.pipeline.line.weights_key`)
     ledger/results.json          the bench's results (finished release cells among them)
 
 `restore_cache` runs before the line is made (the NLL cache files are copied back; the base's
@@ -60,7 +61,7 @@ def save(settings: Settings, ledger: Path) -> int:
     nll = settings.cache_dir / "nll"
     if nll.is_dir():
         (ledger / "nll").mkdir(parents=True, exist_ok=True)
-        for f in nll.glob("*.npz"):
+        for f in nll.glob("weights-*.npz"):  # keyed by content; run-keyed files name this store's runs
             shutil.copyfile(f, ledger / "nll" / f.name)
     return new
 
