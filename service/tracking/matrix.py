@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from forgetting.matrix import ForgettingMatrix, RowMeta
+from service.errors import ServiceError
 from service.tracking.store import TAG, Tracker
 
 
@@ -84,7 +85,10 @@ def choose_rows(
     from service.tracking.registry import Registry
 
     registry = Registry(tracker)
-    line = [v.version for v in ancestry(registry, registry.get(base_version))]
+    try:
+        line = [v.version for v in ancestry(registry, registry.get(base_version))]
+    except ServiceError:  # rows of a version the registry does not hold: those rows alone
+        line = [base_version]
     depth = {str(v): i for i, v in enumerate(line)}  # 0 = the version itself
     best: dict[str, Any] = {}
     for r in runs:
