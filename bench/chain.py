@@ -51,10 +51,11 @@ def run_chain(settings: Any, strategy: str, order: int, tasks: list[str], base: 
     from service.release.series import release_chain
 
     method, _, extra = strategy.partition("+")
-    if extra == "earlier":
-        settings = settings.replace(earlier_replay_share=earlier_share)
-    elif extra:
+    if extra not in ("", "earlier"):
         raise SystemExit(f"unknown strategy {strategy!r}: METHOD or METHOD+earlier")
+    # Explicit either way: a plain METHOD chain replays upstream examples only, whatever the
+    # settings' default share is.
+    settings = settings.replace(earlier_replay_share=earlier_share if extra else 0.0)
     template = ReleaseRequest(task="", method=method, promote=False, parent_version=base,
                               name=f"chain:{strategy}:o{order}")
     try:
@@ -92,7 +93,7 @@ def chain_figures(chain: dict[str, Any]) -> dict[str, Any]:
 def summarize(chains: list[dict[str, Any]]) -> dict[str, Any]:
     """Per strategy: mean final drift vs base, BWT and final loss over the orders; each pair of
     strategies compared on every earlier task's final loss increase (task means over orders)."""
-    from forgetting.stats import compare
+    from forgetting.stats import compare, holm
 
     ok = [c for c in chains if "error" not in c]
     figs = {(c["strategy"], c["order"]): chain_figures(c) for c in ok}
@@ -112,9 +113,10 @@ def summarize(chains: list[dict[str, Any]]) -> dict[str, Any]:
             "drift_by_link": np.mean([f["drift"] for f in mine], axis=0).tolist()}
     pairs = [("mf", "random"), ("mf", "none"), ("random", "none"), ("mf+earlier", "mf"),
              ("mf+earlier", "none")]
-    out["earlier_task_increase"] = {
-        f"{a}_vs_{b}": compare(per_task[a], per_task[b]).to_dict() for a, b in pairs
-        if a in per_task and b in per_task and len(set(per_task[a]) & set(per_task[b])) >= 2}
+    raw = {f"{a}_vs_{b}": compare(per_task[a], per_task[b]) for a, b in pairs
+           if a in per_task and b in per_task and len(set(per_task[a]) & set(per_task[b])) >= 2}
+    adjusted = holm({k: c.t_p for k, c in raw.items()})  # over every comparison the bench prints
+    out["earlier_task_increase"] = {k: {**c.to_dict(), "p_adjusted": adjusted[k]} for k, c in raw.items()}
     return out
 
 

@@ -32,6 +32,14 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
                       *["| " + " | ".join(str(c) for c in r) + " |" for r in rows]])
 
 
+def _last_in_every_order(orders: list[list[str]]) -> str:
+    last = {o[-1] for o in orders}
+    if len(last) == 1:
+        return (f"{next(iter(last))} is last in every order, so it has no earlier-task figure "
+                "(n = the other tasks). ")
+    return ""
+
+
 def chain_section(res: dict[str, Any]) -> str:
     meta, sm = res["meta"], res["summary"]
     n_links = meta["length"]
@@ -51,14 +59,19 @@ def chain_section(res: dict[str, Any]) -> str:
                   [[s, v["chains"], _f(v["final_drift_mean"]), _f(v["bwt_mean"]),
                     _f(v["final_loss_mean"])] for s, v in sorted(sm["strategies"].items())]),
            "",
+           "Drift and final losses are per chain: n = 2 task orders, no test. "
+           + _last_in_every_order(meta["orders"]) +
            "Earlier tasks' test-loss increase at the end of the chain, paired by task (each task's "
            "increase averaged over the orders it was not last in; n = tasks; reduction = 1 − a/b; "
-           "95% bootstrap CI over tasks; paired t-test, Wilcoxon):",
+           "95% bootstrap CI over tasks; paired t-test, Holm-adjusted over the comparisons of the "
+           "table; Wilcoxon unadjusted):",
            "",
-           _table(["a vs b", "n", "mean a", "mean b", "reduction [95% CI]", "a lower on", "t p", "Wilcoxon p"],
+           _table(["a vs b", "n", "mean a", "mean b", "reduction [95% CI]", "a lower on", "t p",
+                   "Holm p", "Wilcoxon p"],
                   [[k.replace("_vs_", " vs "), c["n"], _f(c["mean"], 4), _f(c["control_mean"], 4),
                     f"{100 * c['reduction']:+.1f}% [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}]",
-                    f"{c['wins']}/{c['n']}", f"{c['t_p']:.3g}", f"{c['wilcoxon_p']:.3g}"]
+                    f"{c['wins']}/{c['n']}", f"{c['t_p']:.3g}", f"{c['p_adjusted']:.3g}",
+                    f"{c['wilcoxon_p']:.3g}"]
                    for k, c in sm["earlier_task_increase"].items()]),
            "", "![drift](chain_drift.png)", ""]
     if sm["failed"]:
@@ -136,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publish", action="store_true", help="copy to docs/results/chain/")
     a = p.parse_args(argv)
     res = json.loads((a.out / "results.json").read_text())
+    from bench.chain import summarize
+
+    res["summary"] = summarize(res["chains"])  # this code's statistics on the measured chains
+    write_text(a.out / "results.json", json.dumps(res, indent=1))
     pol_path = a.out / "matrix_policy.json"
     pol = json.loads(pol_path.read_text()) if pol_path.exists() else None
     figures(res, pol, a.out)
