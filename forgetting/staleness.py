@@ -121,7 +121,8 @@ def score_targets(known: np.ndarray, targets: np.ndarray, *, method: str = "mf",
             on_probes = np.zeros_like(unseen)
             on_probes[cols] = True
             per["probe_rmse_x100"].append(rmse_x100(t, p, on_probes[None]))
-            per["flagged"].append(float(probe_check(comp, additive, cols, row[cols], seed=seed).stale))
+            per["flagged"].append(float("nan") if method == "additive"  # no baseline of its own
+                                  else float(probe_check(comp, additive, cols, row[cols], seed=seed).stale))
         for m in METRICS:
             out[m].append(float(np.nanmean(per[m])))
     return TargetScores({m: np.asarray(v) for m, v in out.items()})
