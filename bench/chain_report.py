@@ -96,6 +96,11 @@ def policy_section(pol: dict[str, Any]) -> str:
            _table(["depth", "version", *names, "rank corr. of a task's row with its base row"],
                   [[d["depth"], d["version"], *[_f(d["means"][n]["spearman"]) for n in names],
                     _f(d["row_rank_correlation_with_base"]["mean"])] for d in pol["depths"]]),
+           "", "How often the matrix check (`forgetting.staleness.probe_check`: the rows predict "
+           "held-back probes no better than example means) fired, share of probe draws:", "",
+           _table(["depth", *[n for n in names if n != "additive (ancestor)"]],
+                  [[d["depth"], *[_f(d["means"][n]["flagged"], 2) for n in names
+                                  if n != "additive (ancestor)"]] for d in pol["depths"]]),
            "", "Each policy minus fresh rows, by task (n = tasks; 95% bootstrap CI; paired t-test, "
            "Holm over the policies of a depth):", ""]
     rows = []
