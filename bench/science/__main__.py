@@ -193,11 +193,12 @@ class Bench:
             from bench.science import ledger
 
             self.results["ledger"] = ledger.restore(self.settings, self.ledger, self.say)
-            res = []
-            for i in range(0, len(tasks), self.workers):
-                res += collect_stats(self.settings, tasks[i : i + self.workers], progress=self.say,
-                                     workers=self.workers)
+            todo = [t for t in tasks if not (self.ledger / "rows" / f"{t}.json").exists()]
+            for i in range(0, len(todo), self.workers):  # full batches: every worker busy
+                collect_stats(self.settings, todo[i : i + self.workers], progress=self.say,
+                              workers=self.workers)
                 ledger.save(self.settings, self.ledger)
+            res = collect_stats(self.settings, tasks, progress=self.say, workers=self.workers)
         failed = [r for r in res if "error" in r]
         self.results["matrix"] = {
             "tasks": len(res) - len(failed), "families": sorted({t.family for t in world.tasks.values()}),

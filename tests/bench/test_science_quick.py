@@ -22,7 +22,8 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "bench.science", "--quick", "--out", str(out),
-         "--workspace", str(tmp_path / "ws"), "--base-cache", str(tmp_path / "base")],
+         "--workspace", str(tmp_path / "ws"), "--base-cache", str(tmp_path / "base"),
+         "--ledger", str(tmp_path / "ledger")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -84,3 +85,16 @@ def test_quick_science_produces_every_table(tmp_path: Path) -> None:
         assert heading in md
     for png in ("heatmap.png", "r2_by_rank.png", "replay.png", "k_sweep.png"):
         assert (out / png).stat().st_size > 1000
+
+    # The ledger: a new workspace (another machine) restores the 8 rows, the base's NLLs and the
+    # finished curve cells, and measures nothing again.
+    again = subprocess.run(
+        [sys.executable, "-m", "bench.science", "--quick", "--stages", "matrix,budget",
+         "--out", str(tmp_path / "out2"), "--workspace", str(tmp_path / "ws2"),
+         "--base-cache", str(tmp_path / "base"), "--ledger", str(tmp_path / "ledger")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    r2 = json.loads((tmp_path / "out2" / "results.json").read_text())
+    assert sorted(r2["ledger"]["imported"]) == sorted(t["task"] for t in r["per_source"]["tasks"])
+    assert "collecting" not in again.stderr and "measuring the base model:" not in again.stderr
+    assert "0 releases" in again.stderr and len(r2["budget"]["cells"]) == len(curve["cells"])
