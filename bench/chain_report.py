@@ -118,34 +118,37 @@ def policy_section(pol: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def figures(res: dict[str, Any], pol: dict[str, Any] | None, out: Path) -> None:
+def _lines(series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
+           title: str, path: Path) -> None:
+    """One line per name (x, y) — the page's two figures."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for s, v in sorted(res["summary"]["strategies"].items()):
-        ax.plot(range(1, len(v["drift_by_link"]) + 1), v["drift_by_link"], "o-", label=s)
-    ax.set_xlabel("link (releases since the base)")
-    ax.set_ylabel("held-out ΔNLL vs base (nats)")
-    ax.set_title("drift from the base, mean over task orders", fontsize=9)
-    ax.legend(fontsize=8)
+    for name, (x, y) in series.items():
+        ax.plot(x, y, "o-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "chain_drift.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def figures(res: dict[str, Any], pol: dict[str, Any] | None, out: Path) -> None:
+    _lines({s: (list(range(1, len(v["drift_by_link"]) + 1)), v["drift_by_link"])
+            for s, v in sorted(res["summary"]["strategies"].items())},
+           "link (releases since the base)", "held-out ΔNLL vs base (nats)",
+           "drift from the base, mean over task orders", out / "chain_drift.png")
     if pol and pol["depths"]:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for name in pol["depths"][0]["means"]:
-            ax.plot([d["depth"] for d in pol["depths"]],
-                    [d["means"][name]["spearman"] for d in pol["depths"]], "o-", label=name)
-        ax.set_xlabel("promotions since the rows were measured (depth)")
-        ax.set_ylabel("Spearman, unseen entries")
-        ax.set_title("predicting a later version's rows", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "matrix_policy.png", dpi=110)
-        plt.close(fig)
+        depths = [d["depth"] for d in pol["depths"]]
+        _lines({n: (depths, [d["means"][n]["spearman"] for d in pol["depths"]])
+                for n in pol["depths"][0]["means"]},
+               "promotions since the rows were measured (depth)", "Spearman, unseen entries",
+               "predicting a later version's rows", out / "matrix_policy.png")
 
 
 def main(argv: list[str] | None = None) -> int:
