@@ -194,15 +194,17 @@ def line(version: Annotated[int | None, typer.Argument(help="Version whose linea
     rows = [p.to_dict(s) for p in points]
 
     def fmt(x: float | None) -> str:
-        return "" if x is None else f"{x:+.4f}"
+        return "-" if x is None else f"{x:+.2f}"
 
     emit(rows, as_json, lambda rs: table(
-        "lineage", ["version", "aliases", "task", "method", "gate", "vs parent", "vs base",
-                    "earlier max Δloss", "margin parent / base / earlier"], [
-            [r["version"], ",".join(r["aliases"]), r["task"], r["method"], r["gate"],
+        "lineage (nats; margin = gate budget − figure, < 0: over)",
+        ["v", "task", "gate", "Δ parent", "Δ base", "earlier", "m.parent", "m.base", "m.earlier"], [
+            [f"{r['version']}" + ("*" if "champion" in r["aliases"] else ""), r["task"], r["gate"],
              fmt(r["vs_parent"]), fmt(r["vs_base"]), fmt(r["earlier_max"]),
-             " / ".join(fmt(r["margins"][k]) or "-" for k in ("vs_parent", "vs_base", "earlier_max"))]
+             *[fmt(r["margins"][k]) for k in ("vs_parent", "vs_base", "earlier_max")]]
             for r in rs]))
+    if not as_json:
+        say("* = @champion; earlier = the largest test-loss increase of an earlier task of the chain")
 
 
 @app.command("show")
