@@ -11,11 +11,10 @@ what was measured — small, plain files meant to be committed — and puts it b
                                  the weights' content: `service.pipeline.line.weights_key`)
     ledger/results.json          the bench's results (finished release cells among them)
 
-`restore_cache` runs before the line is made (the NLL cache files are copied back; the base's
-"before" NLLs are keyed by the weights' content, `service.pipeline.line.weights_key`), and
-`restore` after it: each ledger row whose job
-id is the one this workspace would give that task (same world, base version, recipe, seed,
-upstream digest — `service.pipeline.stats.stats_job_id`) becomes a FINISHED statistics job again
+`restore_cache` runs before the line is made (the NLL cache files are copied back), and
+`restore` after it: each ledger row whose job id is the one this workspace would give that task
+(same world, base version, recipe, seed, upstream digest —
+`service.pipeline.stats.stats_job_id`) becomes a FINISHED statistics job again
 (tagged `ftctl.imported_from=ledger`), so `collect_stats` reuses it; a row measured under other
 settings is reported and left out, never served as this setup's. `save` runs after each finished
 row and each finished release cell. The release cells themselves are skipped by the bench when
