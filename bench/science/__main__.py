@@ -86,12 +86,15 @@ class Plan:
     @classmethod
     def smollm2(cls) -> Plan:
         """The real pretrained model: SmolLM2-135M-Instruct with LoRA on the smollm2-study world
-        (N = 1,001): 16 statistics tasks for R² and prediction (3 probe draws x 5 splits), and
-        random / additive / MF online at r = 1/8 on 8 of them x 2 seeds (+ no replay), each
-        release left out of its own matrix. Sized to the 2-core machine (hours, resumable)."""
+        (N = 1,001): 16 statistics tasks for R² and prediction (3 probe draws x 5 splits), then
+        random / additive / MF / the parent's own samples ("self") online at r = 1/8 on 8 of them
+        x 2 seeds (+ no replay), then the same at r = 1/32 (the curve's second point), each
+        release left out of its own matrix. Cells run one (budget, seed, task) block at a time,
+        so a part-finished grid still holds matched comparisons. Sized to the 2-core machine:
+        it spans sessions through --ledger."""
         return cls(name="smollm2", world="smollm2-study", tasks=16, seeds=(0, 1, 2), ks=(10, 30),
-                   replay_tasks=8, curve_tasks=8, curve_seeds=(0, 1), curve_ratios=(1 / 8,),
-                   curve_strategies=("random", "additive", "mf"))
+                   replay_tasks=8, curve_tasks=8, curve_seeds=(0, 1), curve_ratios=(1 / 8, 1 / 32),
+                   curve_strategies=("random", "additive", "mf", "self"))
 
     @classmethod
     def quick(cls) -> Plan:
@@ -291,28 +294,18 @@ class Bench:
     def budget(self) -> None:
         """Held-out forgetting vs the replay ratio, every strategy online under one budget rule
         (the oracle has no warm-up); each (task, seed) release is left out of its own matrix."""
-        from bench.science.grid import Cell, cell_key, curve_summary, run_cells
+        from bench.science.grid import cell_key, curve_cells, curve_summary, run_cells
 
         tasks = self.replay_tasks()[: self.plan.curve_tasks]
         seeds = self.plan.curve_seeds
-        # No replay: the full row only when the oracle needs it (it replays the true forgetting).
-        full = "oracle" in self.plan.curve_strategies
-        first = [Cell(t, s, "none", "online", self.plan.curve_ratios[0], full_row=full)
-                 for t in tasks for s in seeds]
-        # "self" = every replay example sampled by the parent; "mix" = half sampled, half MF's.
-        as_cell = {"self": ("random", "self"), "mix": ("mf", "mix")}
-        second = []
-        for r in self.plan.curve_ratios:
-            for name in self.plan.curve_strategies:
-                method, source = as_cell.get(name, (name, "upstream"))
-                second += [Cell(t, s, method, "online", r, source=source) for t in tasks for s in seeds]
+        batches = curve_cells(tasks, seeds, self.plan.curve_ratios, self.plan.curve_strategies)
         # Cells a previous invocation finished (this workspace's or the ledger's results.json)
         # are kept as measured, not run again: a release is a fine-tune of minutes to hours.
         kept = [r for r in self.results.get("budget", {}).get("cells", []) if "error" not in r]
         have = {cell_key(r) for r in kept}
-        first = [c for c in first if cell_key(asdict(c)) not in have]
-        second = [c for c in second if cell_key(asdict(c)) not in have]
-        self.say(f"budget curve: {len(first) + len(second)} releases over {len(tasks)} tasks"
+        batches = [[c for c in b if cell_key(asdict(c)) not in have] for b in batches]
+        todo = sum(len(b) for b in batches)
+        self.say(f"budget curve: {todo} releases over {len(tasks)} tasks"
                  + (f" ({len(kept)} kept from an earlier invocation)" if kept else ""))
         finished: list[dict[str, Any]] = list(kept)
 
@@ -321,15 +314,15 @@ class Bench:
                 r = {**r, "strategy": "self" if r["source"] == "self" else "mix"}
             finished.append(r)
             what = r.get("error") or f"held-out ΔNLL {r['heldout_forgetting']:.4f}"
-            self.say(f"budget {len(finished)}/{len(first) + len(second) + len(kept)}: {r['task']} "
+            self.say(f"budget {len(finished)}/{todo + len(kept)}: {r['task']} "
                      f"{r['strategy']} r={r['ratio']:g} seed {r['seed']}: {what}")
             self.results["budget"] = {"tasks": tasks, "seeds": list(seeds),
                                       "ratios": list(self.plan.curve_ratios), "cells": list(finished),
                                       "complete": False}
             self.save()  # an interrupted curve keeps what finished; a rerun reuses those jobs
 
-        run_cells(self.settings, first, self.workers, done)
-        run_cells(self.settings, second, self.workers, done)
+        for cells in batches:
+            run_cells(self.settings, cells, self.workers, done)
         self.results["budget"].update(complete=True,
                                       summary=curve_summary(finished, self.plan.curve_ratios))
 

@@ -73,6 +73,37 @@ def plan_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[floa
     return first, second
 
 
+def curve_cells(tasks: Sequence[str], seeds: Sequence[int], ratios: Sequence[float],
+                strategies: Sequence[str]) -> list[list[Cell]]:
+    """The budget curve's releases, in the batches they run in (each batch after the last).
+
+    Every (task, seed) gets one no-replay release (at the first ratio) and one release per
+    (ratio, strategy); "self" replays the parent's own samples, "mix" half samples, half MF's.
+    With the oracle, the no-replay releases run first: the oracle replays their full rows. Without
+    it nothing waits on another cell, so one batch runs a (ratio, seed, task) block at a time,
+    no replay first: a grid stopped part-way (a long one spans sessions) holds matched
+    comparisons, not some strategies complete and others absent.
+    """
+    full = "oracle" in strategies  # the no-replay release measures every example for it
+    first = [Cell(t, s, "none", "online", ratios[0], full_row=full) for t in tasks for s in seeds]
+    as_cell = {"self": ("random", "self"), "mix": ("mf", "mix")}
+    second = []
+    for r in ratios:
+        for name in strategies:
+            method, source = as_cell.get(name, (name, "upstream"))
+            second += [Cell(t, s, method, "online", r, source=source) for t in tasks for s in seeds]
+    if full:
+        return [first, second]
+    rank = {name: i for i, name in enumerate(("none", *strategies))}
+
+    def order(c: Cell) -> tuple[int, int, int, int]:
+        name = c.source if c.source != "upstream" else c.strategy
+        return (list(ratios).index(c.ratio), list(seeds).index(c.seed), list(tasks).index(c.task),
+                rank[name])
+
+    return [sorted(first + second, key=order)]
+
+
 def run_cell(settings: Settings, cell: Cell) -> dict[str, Any]:
     """One release (in this process): the cell's fields plus the release's result or error."""
     from service.release.request import ReleaseRequest, release_new_task
