@@ -6,6 +6,7 @@ Usage::
     per_task = task_means({("fra", 0): 0.12, ("fra", 1): 0.10, ("deu", 0): 0.30})  # {"fra": 0.11, ...}
     cmp = compare(method, control)            # dicts task -> value; lower is better
     cmp.reduction, cmp.ci, cmp.t_p            # 1 - Σa/Σb, its 95% bootstrap CI over tasks, t-test
+    cmp.difference, cmp.difference_ci         # mean(a - b) in the values' unit, its bootstrap CI
     holm({"mf": 0.01, "additive": 0.04})      # Holm-Bonferroni adjusted p-values
     share_of_oracle(mf, random, oracle)       # ratio of reductions, with its bootstrap CI
     null = permutation_null_r2(z, ranks=(1, 3, 5), draws=20)   # R² of column-permuted copies
@@ -13,7 +14,8 @@ Usage::
 The rules (../shared/notes/statistics.md in the project): seeds of one task are averaged first
 (n = tasks); paired t-test and Wilcoxon signed-rank on task means; Holm across the strategies of
 one table; relative reductions and ratios with a percentile bootstrap over tasks (resampled with
-replacement, 10,000 draws); R² beside the mean R² of matrices whose columns were each permuted
+replacement, 10,000 draws); a relative reduction only where the control forgets on net (Σ control
+> 0: of a gain, "1 - Σa/Σb" reads backwards), the difference in nats always; R² beside the mean R² of matrices whose columns were each permuted
 across rows independently (what is left when rows share no structure beyond the column margins).
 """
 
@@ -63,22 +65,31 @@ class Comparison:
     n: int  # tasks
     mean: float  # mean of the strategy's task values
     control_mean: float
-    reduction: float  # 1 - Σ strategy / Σ control (> 0: the strategy forgets less)
+    reduction: float  # 1 - Σ strategy / Σ control (> 0: the strategy forgets less); NaN if Σ control <= 0
     ci: tuple[float, float]  # 95% bootstrap interval of `reduction` over tasks
     wins: int  # tasks where the strategy is below the control
     t_p: float  # paired t-test on task values, two-sided
     wilcoxon_p: float
     p_adjusted: float | None = None  # Holm over the table it was printed in
+    # mean(strategy - control) over the tasks (< 0: the strategy is lower), with its bootstrap CI:
+    # defined whatever the control's sign, so it is the effect to read when the control does not
+    # forget on net (e.g. a fine-tune that lowers the upstream loss: reduction is NaN there).
+    difference: float = float("nan")
+    difference_ci: tuple[float, float] = (float("nan"), float("nan"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ci"] = list(self.ci)
+        d["difference_ci"] = list(self.difference_ci)
         return d
 
 
 def _reduction(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - Σa/Σb: the share of the control's forgetting the strategy avoids. Only a share of a
+    positive total means that; when the control gains on net (Σb <= 0) it is NaN, not a sign flip
+    that would call a smaller gain "less forgetting"."""
     denom = float(b.sum())
-    return 1.0 - float(a.sum()) / denom if denom != 0 else float("nan")
+    return 1.0 - float(a.sum()) / denom if denom > 0 else float("nan")
 
 
 def compare(strategy: Mapping[str, float], control: Mapping[str, float], *,
@@ -98,9 +109,10 @@ def compare(strategy: Mapping[str, float], control: Mapping[str, float], *,
         t_p = float(stats.ttest_rel(a, b).pvalue)
         w_p = float(stats.wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
     ci = bootstrap_ci(lambda i: _reduction(a[i], b[i]), len(tasks), seed=seed, draws=draws)
+    d_ci = bootstrap_ci(lambda i: float(d[i].mean()), len(tasks), seed=seed, draws=draws)
     return Comparison(n=len(tasks), mean=float(a.mean()), control_mean=float(b.mean()),
                       reduction=_reduction(a, b), ci=ci, wins=int(np.sum(d < 0)), t_p=t_p,
-                      wilcoxon_p=w_p)
+                      wilcoxon_p=w_p, difference=float(d.mean()), difference_ci=d_ci)
 
 
 def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
@@ -120,7 +132,8 @@ def compare_all(strategies: Mapping[str, Mapping[str, float]], control: Mapping[
     """Every strategy against one control, Holm-adjusted over the strategies compared."""
     raw = {name: compare(vals, control, **kw) for name, vals in strategies.items()}
     adjusted = holm({name: c.t_p for name, c in raw.items()})
-    return {name: Comparison(**{**asdict(c), "ci": c.ci, "p_adjusted": adjusted[name]})
+    return {name: Comparison(**{**asdict(c), "ci": c.ci, "difference_ci": c.difference_ci,
+                                "p_adjusted": adjusted[name]})
             for name, c in raw.items()}
 
 

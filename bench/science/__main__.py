@@ -150,8 +150,13 @@ class Bench:
 
     # ---------------------------------------------------------------- helpers
     def save(self) -> None:
+        # A resumed grid (--ledger) is measured over several sessions: `dates` keeps every day a
+        # result was saved on, so a report never stamps older measurements with today's date.
+        prev = self.results.get("meta", {})
+        today = date.today().isoformat()
+        dates = sorted({*prev.get("dates", [prev["date"]] if "date" in prev else []), today})
         self.results["meta"] = {
-            "date": date.today().isoformat(), "machine": f"{platform.machine()}, "
+            "date": today, "dates": dates, "machine": f"{platform.machine()}, "
             f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
             "world": self.plan.world, "grid": self.plan.name, "workspace": str(self.settings.workspace),
             "model_line": self.settings.model_line, "quick": self.plan.world == "tiny"}

@@ -29,10 +29,27 @@ def _frac(r: str) -> str:
 
 
 def _pct(c: dict[str, Any] | None) -> str:
+    """The relative reduction with its CI; "n/a" where the control gains on net (its Σ <= 0:
+    forgetting.stats leaves the ratio undefined rather than read a smaller gain as a reduction)."""
     if not c:
         return "—"
+    red = c.get("reduction")
+    if red is None or not math.isfinite(red):
+        return "n/a (control gains)"
     lo, hi = c["ci"]
-    return f"{100 * c['reduction']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{100 * red:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _lower(c: dict[str, Any] | None) -> str:
+    return f"{c['wins']}/{c['n']}" if c else "—"
+
+
+def _diff(c: dict[str, Any] | None) -> str:
+    """mean(strategy − control) in nats ×1000 over the tasks, with its 95% bootstrap CI."""
+    if not c or c.get("difference") is None:
+        return "—"
+    lo, hi = c.get("difference_ci") or (float("nan"), float("nan"))
+    return f"{1000 * c['difference']:+.2f} [{1000 * lo:+.2f}, {1000 * hi:+.2f}]"
 
 
 TITLES = {"curve": "The budget curve: held-out forgetting vs the replay ratio",
@@ -42,7 +59,7 @@ TITLES = {"curve": "The budget curve: held-out forgetting vs the replay ratio",
 STAGES = {"curve": "matrix,lowrank,budget", "self": "matrix,lowrank,budget",
           "smollm2": "matrix,lowrank,prediction,budget"}
 COMPARISONS = (("mf_vs_additive", "MF against additive (both online): is the task-specific prediction worth it?"),
-               ("self_vs_mf", "Self-generated replay against MF's stored replay (reduction > 0: self forgets less)"),
+               ("self_vs_mf", "Self-generated replay against MF's stored replay (Δ < 0: self ends lower)"),
                ("mix_vs_mf", "Half self-generated, half MF against all-MF stored replay"))
 
 
@@ -52,6 +69,7 @@ def grid_name(results: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     from bench.science.grid import curve_summary
+    from bench.science.report import measured_on
 
     b = results["budget"]
     summary = curve_summary(b["cells"], b["ratios"])
@@ -61,17 +79,20 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# {TITLES.get(grid, grid)}",
         "",
-        f"Measured {meta.get('date', '?')} on {meta.get('machine', '?')}, world `{meta.get('world')}`, "
+        f"Measured on {measured_on(meta)} on {meta.get('machine', '?')}, world `{meta.get('world')}`, "
         f"by `python -m bench.science --grid {grid} --stages {STAGES.get(grid, 'budget')}` "
         f"({'complete' if b.get('complete') else 'INCOMPLETE: ' + str(len(b['cells'])) + ' releases finished'}). "
         f"{n_tasks} tasks × {len(b['seeds'])} seed(s); every strategy online under one budget rule "
         "(docs/replay-budget.md); held-out ΔNLL = mean over the never-replayed upstream examples, "
-        "averaged within a task first (n = tasks). Reduction = 1 − Σ strategy / Σ random over the "
-        "tasks, with its 95% bootstrap interval over tasks; p = paired t-test on task means, "
-        "Holm-adjusted over the strategies at that ratio (the no-replay row: unadjusted).",
+        "averaged within a task first (n = tasks). Δ = mean over tasks of (strategy − random) "
+        "held-out ΔNLL in millinats (< 0: lower than random), reduction = 1 − Σ strategy / Σ random "
+        "(only where random forgets on net: of a gain the ratio would read backwards), each with "
+        "its 95% bootstrap interval over tasks; p = paired t-test on task means, Holm-adjusted over "
+        "the strategies at that ratio (the no-replay row: unadjusted); lower = tasks where the "
+        "strategy's ΔNLL is below random's.",
         "",
-        "| r | strategy | n | held-out ΔNLL | task loss after | distinct / budget | slots | vs random [95% CI] | p (Holm) | share of oracle [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| r | strategy | n | held-out ΔNLL | task loss after | distinct / budget | slots | Δ vs random, mnats [95% CI] | reduction vs random [95% CI] | p (Holm) | lower | share of oracle [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, table in summary["ratios"].items():
         if table.get("random", {}).get("n", 0) < 2:
@@ -86,8 +107,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {_frac(r)} | {name} | {row['n']} | {_f(row['heldout_mean'], 4)} | "
                 f"{_f(row.get('task_after_mean'), 3)} | "
                 f"{_f(row.get('distinct_mean'), 1)} / {_f(row.get('budget_mean'), 1)} | "
-                f"{_f(row.get('slots_mean'), 0)} | {_pct(vs) if name != 'random' else '(control)'} | "
-                f"{_p((vs or {}).get('p_adjusted') or (vs or {}).get('t_p'))} | "
+                f"{_f(row.get('slots_mean'), 0)} | "
+                + (f"{_diff(vs)} | {_pct(vs)} | " if name != "random" else "(control) | | ")
+                + f"{_p((vs or {}).get('p_adjusted') or (vs or {}).get('t_p'))} | "
+                f"{_lower(vs)} | "
                 + (f"{_f(share['share'], 2)} [{_f(share['ci'][0], 2)}, {_f(share['ci'][1], 2)}]"
                    if share else "—") + " |")
     for key, title in COMPARISONS:
@@ -95,10 +118,10 @@ def markdown(results: dict[str, Any]) -> str:
         if not rows:
             continue
         lines += ["", f"{title} (paired on task means, unadjusted):", "",
-                  "| r | n | reduction [95% CI] | p (t-test) | Wilcoxon p | tasks better |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {_frac(r)} | {c['n']} | {_pct(c)} | {_p(c['t_p'])} | {_p(c['wilcoxon_p'])} | "
-                  f"{c['wins']}/{c['n']} |" for r, c in rows]
+                  "| r | n | Δ, mnats [95% CI] | reduction [95% CI] | p (t-test) | Wilcoxon p | tasks lower |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {_frac(r)} | {c['n']} | {_diff(c)} | {_pct(c)} | {_p(c['t_p'])} | "
+                  f"{_p(c['wilcoxon_p'])} | {_lower(c)} |" for r, c in rows]
     if summary["failed"]:
         lines += ["", f"{len(summary['failed'])} release(s) failed and are left out: "
                   + "; ".join(f"{f['task']} {f['strategy']} r={f['ratio']:g}: {f['error'][:80]}"

@@ -211,13 +211,22 @@ def results_dir(results: dict[str, Any], root: Path) -> Path:
     return root / "docs" / "results" / ("" if grid in ("full", "core", "quick") else grid)
 
 
+def measured_on(meta: dict[str, Any]) -> str:
+    """When the results were measured: one day, or the first to the last of a grid that was
+    resumed over several sessions (meta["dates"], kept by Bench.save)."""
+    dates = meta.get("dates") or ([meta["date"]] if meta.get("date") else [])
+    if not dates:
+        return "?"
+    return dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (sessions: {', '.join(dates)})"
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     grid = meta.get("grid") or "full"
     # Figure links relative to the published results.md (the study's are repo-root relative).
     fig = "docs/results/" if grid in ("full", "core", "quick") else ""
     how = " --quick" if meta.get("quick") else "" if grid in ("full", "quick") else f" --grid {grid}"
-    parts = [f"Measured on {meta.get('date', '?')} ({meta.get('machine', '?')}), world "
+    parts = [f"Measured on {measured_on(meta)} ({meta.get('machine', '?')}), world "
              f"`{meta.get('world', '?')}`, by `python -m bench.science{how}` "
              f"(model line `{meta.get('model_line')}`)."
              + (f" Statistics recomputed from the same measurements on {meta['analysed']} "

@@ -113,3 +113,25 @@ def test_curve_summary_compares_every_strategy_and_self_against_mf() -> None:
     assert table["self_vs_mf"]["wins"] == 0
     assert table["mf"]["share_of_oracle"]["share"] == pytest.approx(2 / 3)
     assert table["none"]["vs_random"]["reduction"] == pytest.approx(-0.5)
+
+
+def test_curve_report_reads_a_smaller_gain_as_worse_not_as_a_reduction() -> None:
+    """A fine-tune that lowers the upstream loss (ΔNLL < 0 under random replay): MF's smaller gain
+    is +Δ in nats, lower on no task, and the relative reduction is shown as undefined."""
+    from bench.science.curve import markdown
+
+    cells = []
+    for t in range(len(TASKS)):
+        gain = -random_level(t, 0)
+        cells += [cell(t, 0, "none", "online", 0.5 * gain), cell(t, 0, "random", "online", gain),
+                  cell(t, 0, "mf", "online", gain + 0.002)]
+    table = curve_summary(cells, [R])["ratios"][f"{R:g}"]
+    vs = table["mf"]["vs_random"]
+    assert vs["difference"] == pytest.approx(0.002) and vs["wins"] == 0
+    assert vs["reduction"] != vs["reduction"]  # NaN: no share of a gain
+    md = markdown({"meta": {"grid": "smollm2", "dates": ["2026-12-03", "2026-12-06"]},
+                   "budget": {"tasks": TASKS, "seeds": [0], "ratios": [R], "cells": cells,
+                              "complete": True}})
+    row = next(line for line in md.splitlines() if line.startswith("| 1/32 | mf |"))
+    assert "+2.00 [+2.00, +2.00]" in row and "n/a (control gains)" in row and "| 0/10 |" in row
+    assert "2026-12-03 to 2026-12-06" in md

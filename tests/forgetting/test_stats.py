@@ -42,6 +42,23 @@ def test_a_planted_effect_is_found_with_an_interval_around_it() -> None:
     assert c.t_p < 1e-4 and c.wilcoxon_p < 0.01
 
 
+def test_a_gain_is_not_read_as_less_forgetting() -> None:
+    """When the control lowers the loss on net (ΔNLL < 0, as a LoRA fine-tune of an instruction
+    model does to instruction-style upstream data), a strategy with a smaller gain is worse, not a
+    "reduction": the ratio is undefined and the difference in nats carries the effect."""
+    control = {t: -0.060 + 0.001 * i for i, t in enumerate(TASKS)}
+    smaller_gain = {t: v + 0.002 for t, v in control.items()}  # higher ΔNLL on every task
+    c = compare(smaller_gain, control, draws=500)
+    assert np.isnan(c.reduction) and c.wins == 0
+    assert c.difference == pytest.approx(0.002)
+    assert c.difference_ci[0] == pytest.approx(0.002) and c.difference_ci[1] == pytest.approx(0.002)
+    # With forgetting the difference agrees in sign with the reduction.
+    strategy, forgets = planted(0.10, seed=0)
+    d = compare(strategy, forgets, draws=500)
+    assert d.reduction > 0 > d.difference and d.difference_ci[1] < 0
+    assert d.to_dict()["difference_ci"] == list(d.difference_ci)
+
+
 def test_a_planted_null_is_not_found() -> None:
     found = 0
     for seed in range(40):
