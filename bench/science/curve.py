@@ -60,7 +60,8 @@ STAGES = {"curve": "matrix,lowrank,budget", "self": "matrix,lowrank,budget",
           "smollm2": "matrix,lowrank,prediction,budget"}
 COMPARISONS = (("mf_vs_additive", "MF against additive (both online): is the task-specific prediction worth it?"),
                ("self_vs_mf", "Self-generated replay against MF's stored replay (Δ < 0: self ends lower)"),
-               ("mix_vs_mf", "Half self-generated, half MF against all-MF stored replay"))
+               ("mix_vs_mf", "Half self-generated, half MF against all-MF stored replay"),
+               ("self_vs_none", "Self-generated replay against no replay (Δ < 0: self ends lower)"))
 
 
 def grid_name(results: dict[str, Any]) -> str:

@@ -313,9 +313,12 @@ def curve_summary(results: Sequence[dict[str, Any]], ratios: Sequence[float]) ->
                         table[m]["share_of_oracle"] = share_of_oracle(held[m], rand, held["oracle"])
         if len(set(held.get("mf", {})) & set(held.get("additive", {}))) >= 2:
             table["mf_vs_additive"] = compare(held["mf"], held["additive"]).to_dict()
-        # Self-generated replay against MF's stored replay (the question for a user who has both).
+        # Self-generated replay against MF's stored replay (the question for a user who has both),
+        # and against no replay (does the model's own text do anything at all?).
         for m in ("self", "mix"):
             if len(set(held.get(m, {})) & set(held.get("mf", {}))) >= 2:
                 table[f"{m}_vs_mf"] = compare(held[m], held["mf"]).to_dict()
+            if len(set(held.get(m, {})) & set(none)) >= 2:
+                table[f"{m}_vs_none"] = compare(held[m], none).to_dict()
         out["ratios"][f"{ratio:g}"] = table
     return out

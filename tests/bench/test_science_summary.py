@@ -111,6 +111,7 @@ def test_curve_summary_compares_every_strategy_and_self_against_mf() -> None:
     assert table["mf_vs_additive"]["reduction"] == pytest.approx(1 - 0.8 / 0.9)
     assert table["self_vs_mf"]["reduction"] == pytest.approx(1 - 1.2 / 0.8)
     assert table["self_vs_mf"]["wins"] == 0
+    assert table["self_vs_none"]["reduction"] == pytest.approx(1 - 1.2 / 1.5)  # some, not MF's
     assert table["mf"]["share_of_oracle"]["share"] == pytest.approx(2 / 3)
     assert table["none"]["vs_random"]["reduction"] == pytest.approx(-0.5)
 
