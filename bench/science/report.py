@@ -238,7 +238,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"sources; fine-tune + full measurement took {mx['job_seconds_total'] / 60:.1f} "
                      f"min of job time in total ({mx['workers']} processes × 1 torch thread).")
     lr = results.get("lowrank")
-    if lr:
+    if lr and lr.get("report"):  # a published budget.json keeps only the null: no table
         r = lr["report"]
         ranks = sorted(int(k) for k in r["svd_r2"])
         parts.append("**Low rank** (truncated SVD, global-mean-centred R², "
