@@ -15,8 +15,9 @@ The rules (../shared/notes/statistics.md in the project): seeds of one task are 
 (n = tasks); paired t-test and Wilcoxon signed-rank on task means; Holm across the strategies of
 one table; relative reductions and ratios with a percentile bootstrap over tasks (resampled with
 replacement, 10,000 draws); a relative reduction only where the control forgets on net (Σ control
-> 0: of a gain, "1 - Σa/Σb" reads backwards), the difference in nats always; R² beside the mean R² of matrices whose columns were each permuted
-across rows independently (what is left when rows share no structure beyond the column margins).
+> 0: of a gain, "1 - Σa/Σb" reads backwards), the difference in nats always; R² beside the mean
+R² of matrices whose columns were each permuted across rows independently (what is left when rows
+share no structure beyond the column margins).
 """
 
 from __future__ import annotations
