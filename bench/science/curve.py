@@ -80,7 +80,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# {TITLES.get(grid, grid)}",
         "",
-        f"Measured on {measured_on(meta)} on {meta.get('machine', '?')}, world `{meta.get('world')}`, "
+        f"Measured on {measured_on(meta)} ({meta.get('machine', '?')}), world `{meta.get('world')}`, "
         f"by `python -m bench.science --grid {grid} --stages {STAGES.get(grid, 'budget')}` "
         f"({'complete' if b.get('complete') else 'INCOMPLETE: ' + str(len(b['cells'])) + ' releases finished'}). "
         f"{n_tasks} tasks × {len(b['seeds'])} seed(s); every strategy online under one budget rule "
